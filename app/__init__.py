@@ -1,0 +1,31 @@
+"""A Flask + RQ job server: clients enqueue registered functions and follow them over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from redis import Redis
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+__version__ = "0.1.0"
+
+
+def create_app(config: Mapping[str, Any] | None = None, *, connection: Redis | None = None) -> Flask:
+    """Build the app: config for APP_ENV (or `config["APP_ENV"]`), then Redis, routes, handlers."""
+    from app import api, dashboard, errors, log, queue
+    from app.config import build_config
+
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.update(build_config(config))
+    app.json.sort_keys = False
+    log.init_app(app)
+    queue.init_app(app, connection)
+    errors.init_app(app)
+    app.register_blueprint(api.bp)
+    dashboard.init_app(app)
+    if app.config["PROXY_COUNT"]:
+        count = app.config["PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count, x_port=count)  # type: ignore[method-assign]
+    return app
