@@ -19,7 +19,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, connection: Redis | N
 
     app = Flask(__name__, instance_relative_config=True)
     app.config.update(build_config(config))
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     log.init_app(app)
     queue.init_app(app, connection)
     errors.init_app(app)

@@ -103,6 +103,8 @@ def result_response(job_id: str, result: Any) -> Response:
         response.headers["Content-Disposition"] = f'inline; filename="{file.filename}"'
         response.headers["X-Content-Type-Options"] = "nosniff"
         # A result page may show text a client sent: it runs no script and loads nothing.
-        response.headers["Content-Security-Policy"] = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+        )
         return response
     return jsonify(job_id=job_id, status=JobStatus.FINISHED.value, result=result)

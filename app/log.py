@@ -32,9 +32,15 @@ def init_app(app: Flask) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if app.config["LOG_FILE"]:
         handlers.append(
-            logging.handlers.RotatingFileHandler(app.config["LOG_FILE"], maxBytes=10 * 1024 * 1024, backupCount=5)
+            logging.handlers.RotatingFileHandler(
+                app.config["LOG_FILE"], maxBytes=10 * 1024 * 1024, backupCount=5
+            )
         )
     for handler in handlers:
         handler.setFormatter(logging.Formatter(FORMAT))
         handler.addFilter(JobIdFilter())
         root.addHandler(handler)
+    # RQ prints its worker lines with a handler of its own; do not print them twice.
+    logging.getLogger("rq.worker").propagate = False
+    # redis-py's debug lines say nothing an operator needs.
+    logging.getLogger("redis").setLevel(logging.WARNING)

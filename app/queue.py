@@ -34,8 +34,7 @@ def init_app(app: Flask, connection: Redis | None = None) -> None:
             health_check_interval=30,
         )
     queues = {
-        name: Queue(name, connection=connection, serializer=SERIALIZER)
-        for name in app.config["QUEUES"]
+        name: Queue(name, connection=connection, serializer=SERIALIZER) for name in app.config["QUEUES"]
     }
     app.extensions[EXTENSION] = QueueState(connection, queues)
 

@@ -78,8 +78,15 @@ def _from_fields(body: dict[str, Any], config: dict[str, Any]) -> Submission:
         args=args,
         kwargs=kwargs,
         queue=_queue(body.get("queue", function.queue or config["DEFAULT_QUEUE"]), config),
-        timeout=_bounded("timeout", body.get("timeout", function.timeout or config["JOB_TIMEOUT"]), 1, config["MAX_JOB_TIMEOUT"]),
-        result_ttl=_bounded("result_ttl", body.get("result_ttl", config["RESULT_TTL"]), 0, config["MAX_RESULT_TTL"]),
+        timeout=_bounded(
+            "timeout",
+            body.get("timeout", function.timeout or config["JOB_TIMEOUT"]),
+            1,
+            config["MAX_JOB_TIMEOUT"],
+        ),
+        result_ttl=_bounded(
+            "result_ttl", body.get("result_ttl", config["RESULT_TTL"]), 0, config["MAX_RESULT_TTL"]
+        ),
     )
 
 
@@ -138,7 +145,10 @@ def lookup(name: Any) -> JobFunction:
 def _queue(name: Any, config: dict[str, Any]) -> str:
     if name not in config["QUEUES"]:
         raise APIError(
-            422, "invalid_queue", f"queue must be one of {', '.join(config['QUEUES'])}.", queues=list(config["QUEUES"])
+            422,
+            "invalid_queue",
+            f"queue must be one of {', '.join(config['QUEUES'])}.",
+            queues=list(config["QUEUES"]),
         )
     return str(name)
 

@@ -4,4 +4,14 @@ from app.jobs import count, echo, images, mail, reports
 from app.jobs.progress import report_progress
 from app.jobs.registry import FileData, JobFunction, registry
 
-__all__ = ["FileData", "JobFunction", "count", "echo", "images", "mail", "registry", "report_progress", "reports"]
+__all__ = [
+    "FileData",
+    "JobFunction",
+    "count",
+    "echo",
+    "images",
+    "mail",
+    "registry",
+    "report_progress",
+    "reports",
+]

@@ -23,11 +23,11 @@ def resize_image(
     report_progress(0, 4, "opening")
     Image.MAX_IMAGE_PIXELS = current_app.config["MAX_IMAGE_PIXELS"]
     try:
-        picture = Image.open(io.BytesIO(image.data))
-        picture.load()
+        opened = Image.open(io.BytesIO(image.data))
+        opened.load()
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as error:
         raise ValueError(f"the upload is not an image this server can read: {error}") from None
-    picture = ImageOps.exif_transpose(picture)
+    picture: Image.Image = ImageOps.exif_transpose(opened)
     report_progress(1, 4, "cropping")
     if crop is not None:
         picture = picture.crop(_crop_box(crop, picture.size))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from rq import get_current_job
@@ -25,8 +25,8 @@ def report_progress(current: float, total: float = 100, message: str | None = No
         "total": total,
         "percent": round(min(max(current / total, 0.0), 1.0) * 100, 1),
         "message": message,
-        "updated_at": datetime.now(timezone.utc).isoformat(),
+        "updated_at": datetime.now(UTC).isoformat(),
     }
     job.meta[PROGRESS_KEY] = progress
-    job.save_meta()
+    job.save_meta()  # type: ignore[no-untyped-call]
     return progress

@@ -165,9 +165,7 @@ class JobFunction:
             if members & {list, dict}:
                 return json.loads(raw)
         except (KeyError, ValueError):
-            raise ArgumentsError(
-                f"form field {name!r} must be {type_name(hint)}, not {raw[:40]!r}"
-            ) from None
+            raise ArgumentsError(f"form field {name!r} must be {type_name(hint)}, not {raw[:40]!r}") from None
         return raw
 
 
@@ -194,9 +192,7 @@ def _fits(hint: Any, value: Any) -> bool:
         return True
     if FileData in members and is_file_json(value):
         return True
-    return any(
-        isinstance(value, member) for member in members if member not in (FileData, bool)
-    )
+    return any(isinstance(value, member) for member in members if member not in (FileData, bool))
 
 
 def type_name(hint: Any) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import render_template
 from rq import get_current_job
@@ -21,7 +21,7 @@ def render_report(title: str = "Job report", job_ids: list[str] | None = None) -
         title=title,
         job_id=job.id if job else None,
         job_ids=job_ids or [],
-        generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     report_progress(1, 1, "done")
     return FileData(html.encode("utf-8"), "text/html; charset=utf-8", "report.html")

@@ -1,0 +1,38 @@
+# `make run` starts the whole stack; `make test` runs every test. Both install what is missing.
+PYTHON ?= python3
+PIPENV_VERSION := 2026.10.3
+TOOLS := .tools
+PIPENV := $(TOOLS)/bin/pipenv
+STAMP := .venv/.synced
+
+export PIPENV_VENV_IN_PROJECT := 1
+export PIPENV_VERBOSITY := -1
+export PIPENV_NOSPIN := 1
+export PIPENV_YES := 1
+
+.PHONY: run test lint worker clean
+
+run: $(STAMP)
+	$(PIPENV) run python -m app.stack
+
+test: $(STAMP)
+	$(PIPENV) run pytest
+
+lint: $(STAMP)
+	$(PIPENV) run ruff check .
+	$(PIPENV) run ruff format --check .
+	$(PIPENV) run mypy
+
+worker: $(STAMP)
+	./worker.sh
+
+$(PIPENV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check pipenv==$(PIPENV_VERSION)
+
+$(STAMP): Pipfile.lock | $(PIPENV)
+	$(PIPENV) --python $(PYTHON) sync --dev
+	touch $@
+
+clean:
+	rm -rf .venv $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Start N RQ workers (argument, or WORKERS, default 2) on the queues in priority order,
+# with the scheduler. SIGTERM or Ctrl-C lets each running job finish first.
+#   ./worker.sh        ./worker.sh 4        WORKERS=3 ./worker.sh
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here"
+
+count="${1:-${WORKERS:-2}}"
+if ! [[ "$count" =~ ^[1-9][0-9]*$ ]]; then
+  echo "usage: $0 [number of workers]" >&2
+  exit 2
+fi
+
+# The project's virtualenv when there is one (make run, a terminal); plain PATH in Docker.
+if [[ -x "$here/.venv/bin/rq" ]]; then
+  rq="$here/.venv/bin/rq"
+else
+  rq="rq"
+fi
+
+# Same config as the web app: .env, REDIS_URL and QUEUES come from app/rqconfig.py.
+args=(worker --config app.rqconfig --worker-class app.worker.Worker --serializer json --with-scheduler)
+
+# Each worker in its own process group: a Ctrl-C in the terminal, or a supervisor signalling
+# our group, must reach only this script, which passes one SIGTERM on. RQ's work horse dies on
+# a direct SIGTERM, so a group-wide signal would kill the running job.
+set -m
+pids=()
+for _ in $(seq "$count"); do
+  "$rq" "${args[@]}" &
+  pids+=("$!")
+done
+
+stopping=0
+stop() {
+  # One SIGTERM each: a second one would make RQ kill the running job.
+  if [[ "$stopping" == 0 ]]; then
+    stopping=1
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+  fi
+}
+trap stop INT TERM
+
+status=0
+for pid in "${pids[@]}"; do
+  rc=0
+  wait "$pid" || rc=$?
+  # wait returns early when a signal arrives; wait again until this worker has exited.
+  while kill -0 "$pid" 2>/dev/null; do
+    rc=0
+    wait "$pid" || rc=$?
+  done
+  if [[ "$rc" != 0 ]]; then status="$rc"; fi
+done
+exit "$status"
