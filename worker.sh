@@ -23,25 +23,22 @@ fi
 # Same config as the web app: .env, REDIS_URL and QUEUES come from app/rqconfig.py.
 args=(worker --config app.rqconfig --worker-class app.worker.Worker --serializer json --with-scheduler)
 
-# Each worker in its own process group: a Ctrl-C in the terminal, or a supervisor signalling
-# our group, must reach only this script, which passes one SIGTERM on. RQ's work horse dies on
-# a direct SIGTERM, so a group-wide signal would kill the running job.
-set -m
 pids=()
+stop() {
+  # The first signal lets running jobs finish; a second (a second or more later) makes RQ
+  # stop them at once.
+  if (( ${#pids[@]} )); then kill -TERM "${pids[@]}" 2>/dev/null || true; fi
+}
+trap stop INT TERM
+
+# Each worker in its own process group: a Ctrl-C in the terminal, or a supervisor signalling
+# our group, reaches only this script, which passes it on. RQ's work horse dies on a direct
+# SIGTERM, so a signal to the whole group would kill the running job.
+set -m
 for _ in $(seq "$count"); do
   "$rq" "${args[@]}" &
   pids+=("$!")
 done
-
-stopping=0
-stop() {
-  # One SIGTERM each: a second one would make RQ kill the running job.
-  if [[ "$stopping" == 0 ]]; then
-    stopping=1
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-  fi
-}
-trap stop INT TERM
 
 status=0
 for pid in "${pids[@]}"; do

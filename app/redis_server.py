@@ -78,6 +78,8 @@ class RedisServer:
 
     def start(self, timeout: float = 15.0) -> RedisServer:
         """Start the server and wait until it answers PING; raise RuntimeError if it does not."""
+        if is_reachable(self.url, timeout=0.5):
+            raise RuntimeError(f"a Redis already answers on port {self.port}")
         self.directory.mkdir(parents=True, exist_ok=True)
         command = [
             self.binary,
