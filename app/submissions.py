@@ -126,7 +126,9 @@ def _from_form(request: Request, config: dict[str, Any]) -> Submission:
             filename=secure_filename(upload.filename or "") or "upload",
         ).to_json()
     if kwargs:
-        body["kwargs"] = {**body.get("kwargs", {}), **kwargs}
+        if not isinstance(body.setdefault("kwargs", {}), dict):
+            raise APIError(422, "invalid_arguments", "kwargs must be a JSON object.")
+        body["kwargs"] = {**body["kwargs"], **kwargs}
     return _from_fields(body, config)
 
 

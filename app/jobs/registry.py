@@ -163,8 +163,12 @@ class JobFunction:
             if float in members:
                 return float(raw)
             if members & {list, dict}:
-                return json.loads(raw)
+                value = json.loads(raw)
+                if isinstance(value, list | dict) or str not in members:
+                    return value
         except (KeyError, ValueError):
+            if str in members:
+                return raw
             raise ArgumentsError(f"form field {name!r} must be {type_name(hint)}, not {raw[:40]!r}") from None
         return raw
 
