@@ -21,10 +21,13 @@ else
 fi
 
 # Same config as the web app: .env, REDIS_URL and QUEUES come from app/rqconfig.py.
-args=(worker --config app.rqconfig --worker-class app.worker.Worker --serializer json --with-scheduler)
+args=(worker --config app.rqconfig --worker-class app.worker.Worker --connection-class app.queue.WorkerRedis
+      --serializer json --with-scheduler)
 
 pids=()
+stopping=0
 stop() {
+  stopping=1
   # The first signal lets running jobs finish; a second (a second or more later) makes RQ
   # stop them at once.
   if (( ${#pids[@]} )); then kill -TERM "${pids[@]}" 2>/dev/null || true; fi
@@ -49,6 +52,7 @@ for pid in "${pids[@]}"; do
     rc=0
     wait "$pid" || rc=$?
   done
-  if [[ "$rc" != 0 ]]; then status="$rc"; fi
+  # 143 (SIGTERM) is a clean stop for a worker we told to stop before it set up its handlers.
+  if [[ "$rc" != 0 && ! ( "$stopping" == 1 && "$rc" == 143 ) ]]; then status="$rc"; fi
 done
 exit "$status"

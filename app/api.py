@@ -78,7 +78,7 @@ def check_status() -> Response:
 def get_result() -> Response | tuple[Response, int, dict[str, str]]:
     """Return the job's result; 202 while it runs, 409 when it failed or was stopped."""
     job = fetch_job(request.args.get("job_id"))
-    status = job.get_status()
+    status = job.get_status(refresh=False)  # fetch_job just read it
     if status == JobStatus.FINISHED:
         return result_response(job.id, job.return_value())
     if status in ENDED_UNSUCCESSFULLY:

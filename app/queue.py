@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Flask, current_app
 from redis import Redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 from rq import Queue
 from rq.serializers import JSONSerializer
 
@@ -13,6 +18,21 @@ EXTENSION = "rq"
 
 # Jobs carry JSON only: nothing read back from Redis is unpickled.
 SERIALIZER = JSONSerializer
+
+
+class WorkerRedis(Redis):
+    """The workers' Redis client: each command retries through an outage of about 30 seconds.
+
+    A job that reports progress while Redis restarts then carries on instead of failing, and
+    the worker does not quit on the error (`rq worker --connection-class app.queue.WorkerRedis`).
+    """
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> WorkerRedis:  # type: ignore[override]
+        """Return a client for the URL with the workers' retry policy."""
+        kwargs.setdefault("retry", Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=20))
+        kwargs.setdefault("retry_on_error", [RedisConnectionError, RedisTimeoutError])
+        return super().from_url(url, **kwargs)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

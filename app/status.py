@@ -42,7 +42,7 @@ def job_links(job_id: str) -> dict[str, str]:
 
 def describe_job(job: Job, status: JobStatus | None = None) -> dict[str, Any]:
     """Return the job's status, timing, progress and (when it failed) its error."""
-    status = status or job.get_status()
+    status = status or job.get_status(refresh=False)
     body: dict[str, Any] = {
         "job_id": job.id,
         "status": str(status.value) if status else None,
