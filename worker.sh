@@ -20,7 +20,9 @@ else
   rq="rq"
 fi
 
-# Same config as the web app: .env, REDIS_URL and QUEUES come from app/rqconfig.py.
+# Same config as the web app: .env, REDIS_URL and QUEUES come from app/rqconfig.py; the
+# heartbeat and maintenance intervals that fail a dead worker's job in seconds come from the
+# app's config through app.worker.Worker (JOB_MONITORING_INTERVAL, MAINTENANCE_INTERVAL).
 args=(worker --config app.rqconfig --worker-class app.worker.Worker --connection-class app.queue.WorkerRedis
       --serializer json --with-scheduler)
 

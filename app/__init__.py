@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 def create_app(config: Mapping[str, Any] | None = None, *, connection: Redis | None = None) -> Flask:
     """Build the app: config for APP_ENV (or `config["APP_ENV"]`), then Redis, routes, handlers."""
-    from app import api, dashboard, errors, log, queue
+    from app import api, control, dashboard, errors, listing, log, monitor, queue
     from app.config import build_config
 
     app = Flask(__name__, instance_relative_config=True)
@@ -24,6 +24,9 @@ def create_app(config: Mapping[str, Any] | None = None, *, connection: Redis | N
     queue.init_app(app, connection)
     errors.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(listing.bp)
+    app.register_blueprint(control.bp)
+    app.register_blueprint(monitor.bp)
     dashboard.init_app(app)
     if app.config["PROXY_COUNT"]:
         count = app.config["PROXY_COUNT"]

@@ -52,6 +52,36 @@ class Config:
     DASHBOARD_ENABLED = True
     # Trust X-Forwarded-* from this many proxies (0 when clients reach gunicorn directly).
     PROXY_COUNT = 0
+    # Workers and periodic jobs
+    # A busy worker renews its job's heartbeat every JOB_MONITORING_INTERVAL seconds; a job whose
+    # heartbeat is JOB_HEARTBEAT_GRACE seconds overdue is abandoned (its worker died): failed or
+    # retried by the next maintenance, which idle workers run every MAINTENANCE_INTERVAL seconds.
+    JOB_MONITORING_INTERVAL = 5
+    JOB_HEARTBEAT_GRACE = 10
+    MAINTENANCE_INTERVAL = 5
+    # Registered functions enqueued on a schedule by `python -m app.periodic`: a JSON list of
+    # {"function", "args", "kwargs", "cron" or "interval", "queue", "timeout", "result_ttl", "name"}.
+    PERIODIC_JOBS = "[]"
+    # Listing and control
+    # GET /jobs page size: default and upper bound.
+    JOBS_PER_PAGE = 50
+    MAX_JOBS_PER_PAGE = 200
+    # Most index entries GET /jobs reads when it must look into jobs (function=, status=failed alone).
+    JOBS_SCAN_LIMIT = 10_000
+    # Seconds POST /jobs/<id>/cancel waits for a worker to stop a running job before answering 202.
+    CANCEL_WAIT_SECONDS = 5.0
+    # Job options: bounds a client may choose within.
+    # Retries of a failed job, and the longest wait before one (seconds).
+    MAX_RETRIES = 10
+    MAX_RETRY_INTERVAL = 3600
+    # ttl: how long a job may wait to start; failure_ttl: how long a failed job is kept.
+    MAX_JOB_TTL = 30 * 86400
+    MAX_FAILURE_TTL = 30 * 86400
+    # Furthest a job may be scheduled ahead (delay or at), in seconds.
+    MAX_DELAY = 7 * 86400
+    MAX_DEPENDENCIES = 20
+    # How long an Idempotency-Key (or a client job_id) replays its job instead of making another.
+    IDEMPOTENCY_TTL = 86400
 
 
 class DevelopmentConfig(Config):

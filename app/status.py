@@ -9,6 +9,7 @@ from typing import Any
 from flask import current_app, url_for
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.registry import ScheduledJobRegistry
 
 from app.errors import APIError
 from app.jobs.progress import PROGRESS_KEY
@@ -16,6 +17,10 @@ from app.queue import SERIALIZER, get_redis
 
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 ENDED_UNSUCCESSFULLY = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+# Job meta written by app.callbacks: RQ 2.12 keeps no record of a try it retries, nor of why
+# it canceled a job.
+LAST_ERROR_KEY = "last_error"
+CANCELED_BECAUSE_KEY = "canceled_because"
 
 
 def fetch_job(job_id: str | None) -> Job:
@@ -52,11 +57,35 @@ def describe_job(job: Job, status: JobStatus | None = None) -> dict[str, Any]:
         "started_at": _iso(job.started_at),
         "ended_at": _iso(job.ended_at),
         "progress": job.meta.get(PROGRESS_KEY),
+        "attempt": attempt(job),
+        "last_error": job.meta.get(LAST_ERROR_KEY),
         **job_links(job.id),
     }
-    if status in ENDED_UNSUCCESSFULLY:
+    if status == JobStatus.SCHEDULED:
+        body["scheduled_for"] = _iso(scheduled_for(job))
+    elif status == JobStatus.DEFERRED:
+        body["depends_on"] = sorted(job.dependency_ids)
+    elif status in ENDED_UNSUCCESSFULLY:
         body.update(job_error(job, status))
     return body
+
+
+def attempt(job: Job) -> int:
+    """Return the 1-based number of the job's current (or last) try."""
+    if job.retries_left is None or not job.retry_intervals:
+        return 1
+    # RQ counts retries down, not tries up; this server gives it one interval per retry
+    # (RetryPolicy.waits), so the list's length is the retry policy's max.
+    return len(job.retry_intervals) - job.retries_left + 1
+
+
+def scheduled_for(job: Job) -> datetime | None:
+    """Return when a scheduled job (or retry) is due; None once it is no longer scheduled."""
+    registry = ScheduledJobRegistry(job.origin, connection=job.connection, serializer=job.serializer)  # type: ignore[no-untyped-call]
+    try:
+        return registry.get_scheduled_time(job)
+    except NoSuchJobError:
+        return None
 
 
 def job_error(job: Job, status: JobStatus) -> dict[str, str]:
@@ -65,17 +94,27 @@ def job_error(job: Job, status: JobStatus) -> dict[str, str]:
     traceback = (result.exc_string if result else None) or ""
     lines = [line for line in traceback.strip().splitlines() if line.strip()]
     if lines:
-        error = lines[-1].strip()
+        error = short_error(lines[-1])
     elif status == JobStatus.STOPPED:
         error = "The job was stopped."
     elif status == JobStatus.CANCELED:
-        error = "The job was canceled."
+        error = job.meta.get(CANCELED_BECAUSE_KEY) or "The job was canceled."
     else:
         error = "The job failed."
     details = {"error": error}
     if traceback and current_app.config["EXPOSE_TRACEBACKS"]:
         details["traceback"] = traceback
     return details
+
+
+def short_error(line: str) -> str:
+    """Return a traceback's last line as 'Type: message', without the type's module."""
+    name, colon, message = line.strip().partition(": ")
+    # "rq.timeouts.JobTimeoutException: ..." reads "JobTimeoutException: ..."; a line that is
+    # not "Type: message" (a worker's own note) stays as it is.
+    if all(part.isidentifier() for part in name.split(".")):
+        name = name.rpartition(".")[2]
+    return f"{name}{colon}{message}"
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Request
@@ -11,8 +14,27 @@ from werkzeug.utils import secure_filename
 
 from app.errors import APIError
 from app.jobs.registry import ArgumentsError, FileData, JobFunction, UnknownFunction, registry
+from app.retry import RetryPolicy
+from app.status import JOB_ID
 
-BODY_KEYS = {"function", "args", "kwargs", "queue", "timeout", "result_ttl"}
+BODY_KEYS = {
+    "function",
+    "args",
+    "kwargs",
+    "queue",
+    "timeout",
+    "result_ttl",
+    "ttl",
+    "failure_ttl",
+    "retry",
+    "delay",
+    "at",
+    "depends_on",
+    "allow_failure",
+    "job_id",
+}
+# A client's clock may run a little behind ours: an `at` this far in the past means "now".
+PAST_TOLERANCE = timedelta(seconds=5)
 
 
 @dataclass
@@ -25,6 +47,35 @@ class Submission:
     queue: str = "default"
     timeout: int = 600
     result_ttl: int = 86400
+    ttl: int | None = None
+    failure_ttl: int = 7 * 86400
+    retry: RetryPolicy | None = None
+    delay: float | None = None
+    at: datetime | None = None
+    # When the job is due, in whole seconds (RQ's scheduler has no finer resolution); None: now.
+    scheduled_for: datetime | None = None
+    depends_on: list[str] = field(default_factory=list)
+    allow_failure: bool = False
+    job_id: str | None = None
+
+    def normalized(self) -> dict[str, Any]:
+        """Return the request as JSON with the defaults filled in: equal requests, equal JSON."""
+        return {
+            "function": self.function.name,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "queue": self.queue,
+            "timeout": self.timeout,
+            "result_ttl": self.result_ttl,
+            "ttl": self.ttl,
+            "failure_ttl": self.failure_ttl,
+            "retry": self.retry.to_json() if self.retry else None,
+            "delay": self.delay,
+            "at": self.at.astimezone(UTC).isoformat() if self.at else None,
+            "depends_on": self.depends_on,
+            "allow_failure": self.allow_failure,
+            "job_id": self.job_id,
+        }
 
 
 def read_submission(request: Request, config: dict[str, Any]) -> Submission:
@@ -73,7 +124,7 @@ def _from_fields(body: dict[str, Any], config: dict[str, Any]) -> Submission:
         raise APIError(
             422, "invalid_arguments", f"{function.name}: {error}.", function=function.describe()
         ) from None
-    return Submission(
+    submission = Submission(
         function=function,
         args=args,
         kwargs=kwargs,
@@ -87,7 +138,18 @@ def _from_fields(body: dict[str, Any], config: dict[str, Any]) -> Submission:
         result_ttl=_bounded(
             "result_ttl", body.get("result_ttl", config["RESULT_TTL"]), 0, config["MAX_RESULT_TTL"]
         ),
+        ttl=_bounded("ttl", body["ttl"], 1, config["MAX_JOB_TTL"]) if body.get("ttl") is not None else None,
+        failure_ttl=_bounded(
+            "failure_ttl", body.get("failure_ttl", config["FAILURE_TTL"]), 1, config["MAX_FAILURE_TTL"]
+        ),
+        retry=_retry(body["retry"], config) if "retry" in body else function.retry,
+        depends_on=_depends_on(body.get("depends_on", []), config),
+        allow_failure=_allow_failure(body.get("allow_failure", False)),
+        job_id=_job_id(body["job_id"]) if "job_id" in body else None,
     )
+    _schedule(submission, body, config)
+    _check_combinations(submission)
+    return submission
 
 
 def _from_form(request: Request, config: dict[str, Any]) -> Submission:
@@ -99,12 +161,8 @@ def _from_form(request: Request, config: dict[str, Any]) -> Submission:
     kwargs: dict[str, Any] = {}
     for name in form:
         raw = form[name]
-        if name in ("args", "kwargs"):
-            body[name] = _json_field(name, raw)
-        elif name in ("timeout", "result_ttl"):
-            body[name] = _int_field(name, raw)
-        elif name in ("queue", "function"):
-            body[name] = raw
+        if name in FORM_FIELDS:
+            body[name] = FORM_FIELDS[name](name, raw)
         else:
             try:
                 kwargs[name] = function.coerce_form_value(name, raw)
@@ -161,11 +219,116 @@ def _bounded(name: str, value: Any, low: int, high: int) -> int:
     return value
 
 
+def _retry(value: Any, config: dict[str, Any]) -> RetryPolicy | None:
+    if value is None:
+        return None  # null turns off the function's default policy
+    try:
+        return RetryPolicy.from_json(value, config["MAX_RETRIES"], config["MAX_RETRY_INTERVAL"])
+    except ValueError as error:
+        raise APIError(422, "invalid_retry", f"{error}.") from None
+
+
+def _depends_on(value: Any, config: dict[str, Any]) -> list[str]:
+    limit = config["MAX_DEPENDENCIES"]
+    if (
+        not isinstance(value, list)
+        or len(value) > limit
+        or not all(isinstance(job_id, str) and JOB_ID.fullmatch(job_id) for job_id in value)
+    ):
+        raise APIError(422, "invalid_depends_on", f"depends_on must be a list of up to {limit} job ids.")
+    return list(dict.fromkeys(value))
+
+
+def _allow_failure(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise APIError(422, "invalid_allow_failure", "allow_failure must be true or false.")
+    return value
+
+
+def _job_id(value: Any) -> str:
+    if not isinstance(value, str) or not JOB_ID.fullmatch(value):
+        raise APIError(422, "invalid_job_id", "job_id must be 1-128 letters, digits, '-' or '_'.")
+    return value
+
+
+def _schedule(submission: Submission, body: dict[str, Any], config: dict[str, Any]) -> None:
+    """Read `delay` or `at` into the submission, with the moment the job is due."""
+    if "delay" in body and "at" in body:
+        raise APIError(422, "invalid_schedule", "Send delay or at, not both.")
+    now = datetime.now(UTC)
+    latest = timedelta(seconds=config["MAX_DELAY"])
+    if "delay" in body:
+        delay = body["delay"]
+        if (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not 0 <= delay <= latest.total_seconds()
+        ):
+            raise APIError(
+                422, "invalid_delay", f"delay must be a number of seconds from 0 to {config['MAX_DELAY']}."
+            )
+        submission.delay = float(delay)
+        due = now + timedelta(seconds=delay)
+    elif "at" in body:
+        submission.at = due = _moment(body["at"])
+        if due < now - PAST_TOLERANCE:
+            raise APIError(422, "invalid_at", f"at is in the past ({now.isoformat()} now).")
+        if due > now + latest:
+            raise APIError(422, "invalid_at", f"at must be at most {config['MAX_DELAY']} seconds from now.")
+    else:
+        return
+    if due > now:
+        # Rounded up: RQ's scheduler stores whole seconds, and a job must not be due early.
+        if due.microsecond:
+            due = due.replace(microsecond=0) + timedelta(seconds=1)
+        submission.scheduled_for = due
+
+
+def _moment(value: Any) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise APIError(
+            422,
+            "invalid_at",
+            'at must be an ISO-8601 time with a zone, such as "2026-11-21T08:00:00Z" or "...+01:00".',
+        )
+    return moment.astimezone(UTC)
+
+
+def _check_combinations(submission: Submission) -> None:
+    """Refuse options that RQ would take but could not honour together."""
+    if submission.allow_failure and not submission.depends_on:
+        raise APIError(422, "invalid_allow_failure", "allow_failure applies to depends_on; send both.")
+    if submission.depends_on and (submission.delay is not None or submission.at is not None):
+        # RQ's scheduler enqueues a due job without looking at its dependencies.
+        raise APIError(
+            422, "invalid_schedule", "A job with depends_on runs when they finish; it cannot also be delayed."
+        )
+    due = submission.scheduled_for
+    if submission.ttl is not None and due is not None:
+        # RQ's ttl runs from the enqueue, and a scheduled job is enqueued (and saved) now.
+        wait = math.ceil((due - datetime.now(UTC)).total_seconds())
+        if submission.ttl <= wait:
+            raise APIError(
+                422,
+                "invalid_ttl",
+                f"ttl counts from now: a job due in {wait} seconds needs a longer ttl than that.",
+            )
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
 def _json_field(name: str, raw: str) -> Any:
+    code = "invalid_arguments" if name in ("args", "kwargs") else f"invalid_{name}"
     try:
         return json.loads(raw)
     except ValueError:
-        raise APIError(422, "invalid_arguments", f"The {name!r} form field must be JSON.") from None
+        raise APIError(422, code, f"The {name!r} form field must be JSON.") from None
 
 
 def _int_field(name: str, raw: str) -> int:
@@ -173,3 +336,32 @@ def _int_field(name: str, raw: str) -> int:
         return int(raw)
     except ValueError:
         raise APIError(422, f"invalid_{name}", f"{name} must be an integer.") from None
+
+
+def _number_field(name: str, raw: str) -> float:
+    try:
+        number = float(raw)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise APIError(422, f"invalid_{name}", f"{name} must be a number.")
+    return number
+
+
+# How a multipart field of each option is read; every other field is one of the function's arguments.
+FORM_FIELDS: dict[str, Callable[[str, str], Any]] = {
+    "function": _text,
+    "queue": _text,
+    "at": _text,
+    "job_id": _text,
+    "args": _json_field,
+    "kwargs": _json_field,
+    "retry": _json_field,
+    "depends_on": _json_field,
+    "allow_failure": _json_field,
+    "timeout": _int_field,
+    "result_ttl": _int_field,
+    "ttl": _int_field,
+    "failure_ttl": _int_field,
+    "delay": _number_field,
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -12,6 +13,16 @@ from rq.queue import Queue
 
 from app import create_app
 from app.queue import SERIALIZER
+
+
+class QuietMaintenanceFilter(logging.Filter):
+    """Log RQ's "cleaning registries" lines at DEBUG: maintenance every few seconds repeats them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Lower the level of the maintenance lines; let every record through."""
+        if record.levelno == logging.INFO and str(record.msg).startswith("Worker %s: cleaning registries"):
+            record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return True
 
 
 class AppWorkerMixin:
@@ -30,6 +41,19 @@ class AppWorkerMixin:
         for queue in self.queues:  # type: ignore[attr-defined]
             queue.serializer = self.serializer  # type: ignore[attr-defined]
         self.app = app or create_app(connection=self.connection)  # type: ignore[attr-defined]
+        # Likewise the app's intervals, not RQ's (30 s and 10 minutes): see Worker below.
+        self.job_monitoring_interval: int = self.app.config["JOB_MONITORING_INTERVAL"]
+        self.maintenance_interval: int = self.app.config["MAINTENANCE_INTERVAL"]
+        rq_log = logging.getLogger("rq.worker")
+        if not any(isinstance(existing, QuietMaintenanceFilter) for existing in rq_log.filters):
+            rq_log.addFilter(QuietMaintenanceFilter())
+
+    @property
+    def dequeue_timeout(self) -> int:
+        """Return how long an idle worker waits for a job before it runs its maintenance again."""
+        # RQ waits worker_ttl - 15 = 405 s, so an idle worker would clean registries that rarely.
+        rq_timeout: int = super().dequeue_timeout  # type: ignore[misc]
+        return max(1, min(rq_timeout, self.maintenance_interval))
 
     def perform_job(self, job: Job, queue: Queue) -> bool:
         """Perform the job inside the app (and the enqueuing request's URL context)."""
@@ -44,7 +68,27 @@ class AppWorkerMixin:
 
 
 class Worker(AppWorkerMixin, rq.Worker):
-    """RQ's forking worker: each job runs in a fresh child process."""
+    """RQ's forking worker: each job runs in a fresh child process.
+
+    A job whose worker dies (kill -9 of the worker and its work horse, a lost machine) is
+    failed with AbandonedJobError, or requeued when its Retry has retries left, 10-20 s later:
+
+    - While the work horse runs, the worker renews the job's entry in the StartedJobRegistry
+      every JOB_MONITORING_INTERVAL (5 s), scored now + get_heartbeat_ttl(). RQ's TTL adds a
+      fixed 60 s; ours adds JOB_HEARTBEAT_GRACE (10 s), so a dead worker's entry expires
+      5 + 10 = 15 s after its last renewal, that is 10-15 s after it died.
+    - RQ's maintenance (StartedJobRegistry.cleanup) fails or requeues expired entries. Idle
+      workers run it every MAINTENANCE_INTERVAL (5 s), not every 10 minutes, and wake from
+      waiting for jobs that often (dequeue_timeout): the job fails at most 5 s after expiry.
+
+    A live worker's renewal may be up to 10 s late (a slow or restarting Redis) before its
+    job counts as abandoned. Busy workers run no maintenance: when every surviving worker is
+    busy, the job fails as soon as one of them is done with its own.
+    """
+
+    def get_heartbeat_ttl(self, job: Job) -> int:
+        """Return the seconds a running job's heartbeat lasts: the next renewal plus the grace."""
+        return self.job_monitoring_interval + int(self.app.config["JOB_HEARTBEAT_GRACE"])
 
 
 class SimpleWorker(AppWorkerMixin, rq.SimpleWorker):

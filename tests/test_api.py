@@ -82,8 +82,18 @@ def test_index_links_to_every_route(client: FlaskClient) -> None:
         "check_status": "http://localhost/check_status?job_id={job_id}",
         "get_result": "http://localhost/get_result?job_id={job_id}",
         "functions": "http://localhost/functions",
+        "jobs": "http://localhost/jobs",
+        "queues": "http://localhost/queues",
+        "workers": "http://localhost/workers",
         "dashboard": "http://localhost/rq",
     }
+
+
+@pytest.mark.parametrize("name", ["functions", "jobs", "queues", "workers"])
+def test_index_links_lead_to_routes_that_answer(client: FlaskClient, name: str) -> None:
+    link = client.get("/").get_json()["links"][name]
+
+    assert client.get(link).status_code == 200
 
 
 def test_index_status_link_template_leads_to_the_job(client: FlaskClient) -> None:

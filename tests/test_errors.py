@@ -152,7 +152,22 @@ def test_unknown_body_field_error_lists_the_allowed_fields(client: FlaskClient) 
         client.post("/enqueue", json={"function": "count", "priority": 1}), 422, "unknown_fields"
     )
 
-    assert error["allowed"] == ["args", "function", "kwargs", "queue", "result_ttl", "timeout"]
+    assert error["allowed"] == [
+        "allow_failure",
+        "args",
+        "at",
+        "delay",
+        "depends_on",
+        "failure_ttl",
+        "function",
+        "job_id",
+        "kwargs",
+        "queue",
+        "result_ttl",
+        "retry",
+        "timeout",
+        "ttl",
+    ]
 
 
 def test_bad_queue_error_lists_the_queues(client: FlaskClient) -> None:

@@ -9,9 +9,11 @@ import inspect
 import json
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from app.retry import RetryPolicy
 
 # The one key of the JSON object that stands for a file, in arguments and in results.
 FILE_KEY = "$file"
@@ -91,6 +93,7 @@ class JobFunction:
     func: Callable[..., Any]
     queue: str | None = None
     timeout: int | None = None
+    retry: RetryPolicy | None = None
 
     @functools.cached_property
     def signature(self) -> inspect.Signature:
@@ -129,7 +132,10 @@ class JobFunction:
             if param.default is not inspect.Parameter.empty:
                 entry["default"] = param.default
             parameters.append(entry)
-        return {"name": self.name, "doc": self.doc, "parameters": parameters}
+        description: dict[str, Any] = {"name": self.name, "doc": self.doc, "parameters": parameters}
+        if self.retry is not None:
+            description["retry"] = self.retry.to_json()
+        return description
 
     def check_arguments(self, args: list[Any], kwargs: dict[str, Any]) -> None:
         """Raise ArgumentsError unless the arguments bind to the signature with fitting types."""
@@ -222,16 +228,26 @@ class Registry:
         self._functions: dict[str, JobFunction] = {}
 
     def register(
-        self, name: str | None = None, *, queue: str | None = None, timeout: int | None = None
+        self,
+        name: str | None = None,
+        *,
+        queue: str | None = None,
+        timeout: int | None = None,
+        retry: Mapping[str, Any] | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Register a function under a public name (its own name by default)."""
+        """Register a function under a public name (its own name by default).
+
+        `retry` is the function's default retry policy, in the shape /enqueue takes.
+        """
+        # A malformed default fails at import, not in a client's request.
+        policy = RetryPolicy.from_json(retry) if retry is not None else None
 
         def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
             public_name = name or func.__name__
             if public_name in self._functions:
                 raise ValueError(f"a job function named {public_name!r} is already registered")
             runner = _file_aware(func)
-            self._functions[public_name] = JobFunction(public_name, runner, queue, timeout)
+            self._functions[public_name] = JobFunction(public_name, runner, queue, timeout, policy)
             return runner
 
         return decorator
