@@ -35,7 +35,8 @@ RUN pip install --require-hashes -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
 # The code belongs to root and stays read-only for the user that runs it. Writable: instance/
-# (LOG_FILE=instance/app.log, for one) and the home, where gunicorn puts its control socket.
+# (LOG_FILE=instance/app.log, for one; instance/metrics, the Prometheus files gunicorn and the
+# workers share) and the home, where gunicorn puts its control socket.
 RUN groupadd --system app \
     && useradd --system --gid app --create-home --home-dir /home/app --shell /usr/sbin/nologin app
 WORKDIR /app
@@ -43,16 +44,16 @@ COPY app/ app/
 COPY gunicorn.conf.py worker.sh Procfile ./
 RUN chmod 0755 worker.sh \
     && python -m compileall -q app \
-    && mkdir instance \
-    && chown app:app instance
+    && mkdir -p instance/metrics \
+    && chown -R app:app instance
 
 USER app
 
 EXPOSE 5000
 
-# The web server answers GET / without touching Redis. Workers and the dashboard, which run this
-# image with another command, replace this check (see docker-compose.yml).
+# The web server answers GET /health without touching Redis. Workers and the dashboard, which run
+# this image with another command, replace this check (see docker-compose.yml).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/' % os.environ.get('PORT', '5000'), timeout=4)"
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '5000'), timeout=4)"
 
 CMD ["gunicorn", "--config", "gunicorn.conf.py", "app.wsgi:app"]

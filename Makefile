@@ -4,6 +4,7 @@ PIPENV_VERSION := 2026.10.3
 TOOLS := .tools
 PIPENV := $(TOOLS)/bin/pipenv
 STAMP := .venv/.synced
+NODE_STAMP := node_modules/.installed
 
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
@@ -15,7 +16,7 @@ export PIPENV_YES := 1
 run: $(STAMP)
 	$(PIPENV) run python -m app.stack
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(PIPENV) run pytest
 
 lint: $(STAMP)
@@ -33,6 +34,14 @@ $(PIPENV):
 $(STAMP): Pipfile.lock | $(PIPENV)
 	$(PIPENV) --python $(PYTHON) sync --dev
 	touch $@
+
+# newman, which runs the Postman collection in the tests. Without npm that test is skipped.
+$(NODE_STAMP): package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --no-audit --no-fund && touch $@; \
+	else \
+		echo "npm not found: the Postman collection's test (newman) will be skipped."; \
+	fi
 
 clean:
 	rm -rf .venv $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

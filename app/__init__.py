@@ -14,7 +14,23 @@ __version__ = "0.1.0"
 
 def create_app(config: Mapping[str, Any] | None = None, *, connection: Redis | None = None) -> Flask:
     """Build the app: config for APP_ENV (or `config["APP_ENV"]`), then Redis, routes, handlers."""
-    from app import api, control, dashboard, errors, listing, log, monitor, queue
+    from app import (
+        api,
+        auth,
+        cli,
+        control,
+        dashboard,
+        errors,
+        events,
+        health,
+        listing,
+        log,
+        metrics,
+        monitor,
+        openapi,
+        queue,
+        web,
+    )
     from app.config import build_config
 
     app = Flask(__name__, instance_relative_config=True)
@@ -23,10 +39,17 @@ def create_app(config: Mapping[str, Any] | None = None, *, connection: Redis | N
     log.init_app(app)
     queue.init_app(app, connection)
     errors.init_app(app)
+    auth.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(listing.bp)
     app.register_blueprint(control.bp)
     app.register_blueprint(monitor.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
+    app.register_blueprint(web.bp)
+    app.register_blueprint(events.bp)
+    metrics.init_app(app)
+    cli.init_app(app)
     dashboard.init_app(app)
     if app.config["PROXY_COUNT"]:
         count = app.config["PROXY_COUNT"]

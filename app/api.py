@@ -11,7 +11,8 @@ from redis.exceptions import RedisError, WatchError
 from rq.exceptions import NoSuchJobError
 from rq.job import Callback, Dependency, Job, JobStatus, Retry
 
-from app import __version__, callbacks, idempotency
+from app import __version__, callbacks, idempotency, longpoll, sweeper, web
+from app.auth import OWNER_KEY, current_owner
 from app.errors import APIError
 from app.idempotency import Claim, Replay
 from app.jobs.registry import FileData, is_file_json, registry
@@ -29,6 +30,14 @@ ON_STOPPED = Callback(callbacks.on_stopped)
 
 @bp.get("/")
 def index() -> Response:
+    """Return the service's name, version and routes; a browser asking for HTML gets the page."""
+    response = web.page() if web.wants_page() else index_json()
+    # One URL, two representations: caches must key on Accept.
+    response.vary.add("Accept")
+    return response
+
+
+def index_json() -> Response:
     """Return the service's name, version and the routes a client uses."""
     return jsonify(
         service=current_app.config["SERVICE_NAME"],
@@ -125,6 +134,9 @@ def create_job(submission: Submission, parents: list[str], claim: Claim | None) 
     function = submission.function
     # base_url lets the job build absolute URLs of this server (url_for(..., _external=True)).
     meta = {"function": function.name, "base_url": request.host_url}
+    owner = current_owner()
+    if owner is not None:
+        meta[OWNER_KEY] = owner
     if claim is not None:
         meta[idempotency.FINGERPRINT_KEY] = claim.fingerprint
     retry = submission.retry
@@ -151,6 +163,7 @@ def create_job(submission: Submission, parents: list[str], claim: Claim | None) 
                     queue.schedule_job(job, submission.scheduled_for, pipeline=pipe)
                 else:
                     queue.enqueue_job(job, pipeline=pipe)
+                sweeper.track(pipe, job.id)
                 if claim is not None:
                     claim.complete(pipe, config["IDEMPOTENCY_TTL"])
                 pipe.execute()
@@ -199,14 +212,26 @@ def accepted(
 
 @bp.get("/check_status")
 def check_status() -> Response:
-    """Return the job's status, timing, progress and error."""
-    return jsonify(describe_job(fetch_job(request.args.get("job_id"))))
+    """Return the job's status, timing, progress and error; ?wait= holds it until one changes."""
+    wait = longpoll.read_wait()
+    job = fetch_job(request.args.get("job_id"))
+    if wait:
+        longpoll.wait_for_change(job, wait)
+        job = fetch_job(job.id)
+    return jsonify(describe_job(job))
 
 
 @bp.get("/get_result")
 def get_result() -> Response | tuple[Response, int, dict[str, str]]:
-    """Return the job's result; 202 while it runs, 409 when it failed or was stopped."""
+    """Return the job's result; 202 while it runs, 409 when it failed or was stopped.
+
+    ?wait= holds the answer until the job ends, for at most that many seconds.
+    """
+    wait = longpoll.read_wait()
     job = fetch_job(request.args.get("job_id"))
+    if wait:
+        longpoll.wait_for_end(job, wait)
+        job = fetch_job(job.id)
     status = job.get_status(refresh=False)  # fetch_job just read it
     if status == JobStatus.FINISHED:
         return result_response(job.id, job.return_value())

@@ -82,6 +82,37 @@ class Config:
     MAX_DEPENDENCIES = 20
     # How long an Idempotency-Key (or a client job_id) replays its job instead of making another.
     IDEMPOTENCY_TTL = 86400
+    # Operations: health, metrics, logs, Redis beyond one box
+    # Log lines as "text" or "json" (one JSON object per line): web, workers and gunicorn's access log.
+    LOG_FORMAT = "text"
+    # Redis Sentinel: "host:port,host:port"; empty to connect to REDIS_URL's host. With Sentinels,
+    # REDIS_URL still gives the master's password, database and TLS (rediss://), not its address.
+    REDIS_SENTINELS = ""
+    REDIS_SENTINEL_MASTER = "mymaster"
+    # The Sentinels' own password (requirepass in sentinel.conf), when they have one.
+    REDIS_SENTINEL_PASSWORD = ""
+    # Browser page, live updates and dashboard
+    # Seconds between reads of Redis by an event stream or a ?wait= long poll.
+    EVENTS_POLL_INTERVAL = 0.5
+    # An event stream ends after this many seconds (EventSource reconnects): it holds a thread.
+    EVENTS_MAX_DURATION = 60.0
+    # Longest ?wait= of /check_status and /get_result, in seconds.
+    MAX_WAIT = 30.0
+    # Jobs in the page's live table.
+    PAGE_JOBS = 50
+    # HTTP Basic login for /rq; without a password the dashboard is open (a warning in production).
+    DASHBOARD_USERNAME = "admin"
+    DASHBOARD_PASSWORD = ""
+    # Security: API keys, rate limits, origins, sizes.
+    # A JSON list of {"name", "key" (or "sha256" of it), "scopes": [read, submit, cancel, admin],
+    # "own_jobs_only"}; empty: open mode, every client may do everything.
+    API_KEYS = "[]"
+    # Requests per key (per client address in open mode) and window, such as "120/60"; empty: none.
+    RATE_LIMIT = ""
+    # Other origins whose browser pages may post here (the page's own origin always may).
+    ALLOWED_ORIGINS: tuple[str, ...] = ()
+    # Largest result a job may store, as JSON bytes (arguments are bounded by MAX_CONTENT_LENGTH).
+    MAX_RESULT_BYTES = 16 * MIB
 
 
 class DevelopmentConfig(Config):

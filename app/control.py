@@ -23,6 +23,7 @@ from rq.registry import (
 from rq.results import Result
 from rq.utils import as_text
 
+from app import sweeper
 from app.callbacks import cancel_dependents
 from app.errors import APIError
 from app.jobs.progress import PROGRESS_KEY
@@ -99,6 +100,7 @@ def requeue_job(job_id: str) -> ResponseWithStatus:
     except InvalidJobOperation:
         # Not in its registry any more: requeued by someone else first.
         raise _not_requeueable(job_id, fetch_job(job_id).get_status(refresh=False)) from None
+    sweeper.track(connection, job.id)
     links = job_links(job.id)
     return jsonify(describe_job(job)), 202, {"Location": links["status_url"]}
 

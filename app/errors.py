@@ -21,6 +21,16 @@ class APIError(HTTPException):
         self.code = status
         self.error_code = code
         self.details = details
+        self.extra_headers: dict[str, str] = {}
+
+    def with_headers(self, headers: dict[str, str]) -> APIError:
+        """Add response headers (Retry-After, WWW-Authenticate) and return the error."""
+        self.extra_headers.update(headers)
+        return self
+
+    def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
+        """Return the default headers and the error's own (Retry-After, WWW-Authenticate)."""
+        return [*super().get_headers(*args, **kwargs), *self.extra_headers.items()]
 
 
 def error_response(status: int, code: str, message: str, **details: Any) -> Response:

@@ -30,6 +30,7 @@ from rq.registry import (
 )
 from rq.utils import as_text, current_timestamp
 
+from app.auth import OWNER_KEY, restricted_owner
 from app.errors import APIError
 from app.jobs.registry import registry
 from app.queue import SERIALIZER, get_queue, get_redis
@@ -115,14 +116,20 @@ def list_jobs() -> Response:
     counts = count_entries(connection, indexes)
     offset = (filters.page - 1) * filters.per_page
     scan: dict[str, Any] | None = None
-    if filters.function is None and not any(index.checks_status for index in indexes):
+    # A key that sees only its own jobs lists them like a function filter: by the jobs' meta.
+    wanted_meta = {
+        name: value
+        for name, value in (("function", filters.function), (OWNER_KEY, restricted_owner()))
+        if value is not None
+    }
+    if not wanted_meta and not any(index.checks_status for index in indexes):
         total = sum(counts)
         ids = read_ids(connection, indexes, page_ranges(counts, offset, filters.per_page))
     else:
         # No index knows a job's function (or failed from stopped): read the jobs' own
         # status and meta, newest first, up to a cap, and count matches among those read.
         limit = current_app.config["JOBS_SCAN_LIMIT"]
-        matched, scanned = scan_ids(connection, indexes, counts, limit, filters.function)
+        matched, scanned = scan_ids(connection, indexes, counts, limit, wanted_meta)
         total = len(matched)
         ids = matched[offset : offset + filters.per_page]
         scan = {"scanned": scanned, "limit": limit, "complete": scanned >= sum(counts)}
@@ -261,7 +268,11 @@ def read_ids(
 
 
 def scan_ids(
-    connection: Redis, indexes: Sequence[Index], counts: Sequence[int], limit: int, function: str | None
+    connection: Redis,
+    indexes: Sequence[Index],
+    counts: Sequence[int],
+    limit: int,
+    wanted_meta: dict[str, str],
 ) -> tuple[list[str], int]:
     """Return the ids of wanted jobs among the first `limit` entries, and how many entries were read."""
     matched: list[str] = []
@@ -271,14 +282,14 @@ def scan_ids(
         while start < count and scanned < limit:
             stop = min(count, start + SCAN_CHUNK, start + limit - scanned)
             ids = read_ids(connection, indexes, [(position, start, stop)])
-            matched.extend(_wanted(connection, indexes[position], ids, function))
+            matched.extend(_wanted(connection, indexes[position], ids, wanted_meta))
             scanned += stop - start
             start = stop
     return list(dict.fromkeys(matched)), scanned
 
 
-def _wanted(connection: Redis, index: Index, ids: list[str], function: str | None) -> list[str]:
-    """Return the ids whose job still exists and has a wanted status and function."""
+def _wanted(connection: Redis, index: Index, ids: list[str], wanted_meta: dict[str, str]) -> list[str]:
+    """Return the ids whose job still exists and has a wanted status and meta (function, owner)."""
     # Two small fields per job: the job's data (uploads included) stays in Redis.
     with connection.pipeline(transaction=False) as pipe:
         for job_id in ids:
@@ -289,18 +300,18 @@ def _wanted(connection: Redis, index: Index, ids: list[str], function: str | Non
     for job_id, (status, meta) in zip(ids, replies, strict=True):
         if status is None or (index.checks_status and as_text(status) not in wanted):
             continue
-        if function is None or _function_of(meta) == function:
+        if not wanted_meta or wanted_meta.items() <= _meta_of(meta).items():
             found.append(job_id)
     return found
 
 
-def _function_of(meta: bytes | None) -> str | None:
-    """Return the registered name /enqueue stored in a job's meta."""
+def _meta_of(meta: bytes | None) -> dict[str, Any]:
+    """Return the meta /enqueue stored in a job (its registered name, its owner)."""
     try:
         value = SERIALIZER.loads(meta) if meta else None  # type: ignore[no-untyped-call]
     except ValueError:
-        return None
-    return value.get("function") if isinstance(value, dict) else None
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def summaries(connection: Redis, ids: list[str]) -> list[dict[str, Any]]:

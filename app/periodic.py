@@ -29,13 +29,18 @@ from rq.utils import now
 
 from app.config import build_config
 from app.jobs.registry import ArgumentsError, JobFunction, UnknownFunction, json_type, registry
-from app.queue import SERIALIZER, WorkerRedis
+from app.queue import SERIALIZER, worker_connection
 
 FIELDS = ("function", "args", "kwargs", "cron", "interval", "queue", "timeout", "result_ttl", "name")
 # A claimed tick stays claimed this long after the job's next tick, for clocks that disagree.
 CLAIM_MARGIN = 60
 # Seconds between attempts to restart the scheduler after Redis failed it.
 RESTART_DELAY = 5.0
+# Each scheduler renews its entry in this sorted set (name: time of the heartbeat) at least every
+# HEARTBEAT_INTERVAL seconds; GET /ready counts the entries renewed within HEARTBEAT_TTL.
+HEARTBEAT_KEY = "periodic:heartbeats"
+HEARTBEAT_INTERVAL = 10
+HEARTBEAT_TTL = 3 * HEARTBEAT_INTERVAL
 
 
 class PeriodicJobsError(ValueError):
@@ -259,6 +264,25 @@ class PeriodicScheduler(CronScheduler):
             job.set_enqueue_time(now())
         return list(due)
 
+    def heartbeat(self) -> None:
+        """Renew RQ's registration of the scheduler and its entry in HEARTBEAT_KEY."""
+        super().heartbeat()  # type: ignore[no-untyped-call]
+        moment = time.time()
+        with self.connection.pipeline() as pipeline:
+            pipeline.zadd(HEARTBEAT_KEY, {self.name: moment})
+            # Entries of schedulers that stopped without a word (kill -9) do not pile up.
+            pipeline.zremrangebyscore(HEARTBEAT_KEY, "-inf", moment - 86400)
+            pipeline.execute()
+
+    def register_death(self, pipeline: Any = None) -> None:
+        """Unregister the scheduler, from HEARTBEAT_KEY too: it stops now."""
+        super().register_death(pipeline)
+        self.connection.zrem(HEARTBEAT_KEY, self.name)
+
+    def calculate_sleep_interval(self) -> float:
+        """Return the seconds until the next tick, at most HEARTBEAT_INTERVAL."""
+        return min(float(super().calculate_sleep_interval()), HEARTBEAT_INTERVAL)  # type: ignore[no-untyped-call]
+
 
 def main(overrides: Mapping[str, Any] | None = None) -> int:
     """Run a scheduler for PERIODIC_JOBS until SIGTERM or Ctrl-C; return the exit status."""
@@ -268,7 +292,7 @@ def main(overrides: Mapping[str, Any] | None = None) -> int:
     except PeriodicJobsError as error:
         print(f"app.periodic: {error}", file=sys.stderr)
         return 2
-    connection = WorkerRedis.from_url(config["REDIS_URL"])
+    connection = worker_connection(config)
     scheduler = PeriodicScheduler(connection, jobs, logging_level=config["LOG_LEVEL"])
     for job in jobs:
         when = f"on cron '{job.cron}' (UTC)" if job.cron else f"every {job.interval}s"

@@ -11,6 +11,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 
+from app.auth import OWNER_KEY, restricted_owner
 from app.errors import APIError
 from app.jobs.progress import PROGRESS_KEY
 from app.queue import SERIALIZER, get_redis
@@ -30,11 +31,16 @@ def fetch_job(job_id: str | None) -> Job:
     if not JOB_ID.fullmatch(job_id):
         raise APIError(400, "invalid_job_id", "job_id must be 1-128 letters, digits, '-' or '_'.")
     try:
-        return Job.fetch(job_id, connection=get_redis(), serializer=SERIALIZER)
+        job = Job.fetch(job_id, connection=get_redis(), serializer=SERIALIZER)
     except NoSuchJobError:
+        job = None
+    owner = restricted_owner()
+    # Another key's job answers like a missing one: a key must not learn which ids exist.
+    if job is None or (owner is not None and job.meta.get(OWNER_KEY) != owner):
         raise APIError(
             404, "job_not_found", f"No job {job_id}: it never existed or has expired.", job_id=job_id
-        ) from None
+        )
+    return job
 
 
 def job_links(job_id: str) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -11,7 +12,7 @@ from flask import Flask
 from rq.job import Job
 from rq.queue import Queue
 
-from app import create_app
+from app import create_app, metrics, sweeper
 from app.queue import SERIALIZER
 
 
@@ -30,6 +31,9 @@ class AppWorkerMixin:
 
     The job's `base_url` (the server that enqueued it) becomes the request context, so
     `url_for(..., _external=True)` gives that server's absolute URLs inside a job.
+
+    The worker counts each job it runs, by how it ended, and times it (app.metrics); outside
+    tests, in the directory gunicorn's /metrics reads.
     """
 
     app: Flask
@@ -41,6 +45,8 @@ class AppWorkerMixin:
         for queue in self.queues:  # type: ignore[attr-defined]
             queue.serializer = self.serializer  # type: ignore[attr-defined]
         self.app = app or create_app(connection=self.connection)  # type: ignore[attr-defined]
+        if not self.app.testing:
+            metrics.use_multiprocess()
         # Likewise the app's intervals, not RQ's (30 s and 10 minutes): see Worker below.
         self.job_monitoring_interval: int = self.app.config["JOB_MONITORING_INTERVAL"]
         self.maintenance_interval: int = self.app.config["MAINTENANCE_INTERVAL"]
@@ -54,6 +60,23 @@ class AppWorkerMixin:
         # RQ waits worker_ttl - 15 = 405 s, so an idle worker would clean registries that rarely.
         rq_timeout: int = super().dequeue_timeout  # type: ignore[misc]
         return max(1, min(rq_timeout, self.maintenance_interval))
+
+    def clean_registries(self) -> None:
+        """Run RQ's maintenance, then requeue jobs a dying worker took but never started."""
+        super().clean_registries()  # type: ignore[misc]
+        sweeper.sweep(self.connection)  # type: ignore[attr-defined]
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """Run the job (in a work horse, for the forking Worker), then record its metrics here.
+
+        Here, in the worker itself, not in perform_job: a forking worker's work horse is a new
+        process per job, and each process would leave metric files of its own.
+        """
+        started = time.monotonic()
+        try:
+            super().execute_job(job, queue)  # type: ignore[misc]
+        finally:
+            metrics.record_job(job, time.monotonic() - started)
 
     def perform_job(self, job: Job, queue: Queue) -> bool:
         """Perform the job inside the app (and the enqueuing request's URL context)."""

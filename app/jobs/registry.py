@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flask import current_app, has_app_context
+
 from app.retry import RetryPolicy
 
 # The one key of the JSON object that stands for a file, in arguments and in results.
@@ -285,9 +287,26 @@ def _file_aware(func: Callable[..., Any]) -> Callable[..., Any]:
                     bound.arguments[name] = FileData.from_json(bound.arguments[name])
             args, kwargs = bound.args, bound.kwargs
         result = func(*args, **kwargs)
-        return result.to_json() if isinstance(result, FileData) else result
+        if isinstance(result, FileData):
+            result = result.to_json()
+        check_result_size(result)
+        return result
 
     return run
+
+
+class ResultTooLarge(ValueError):
+    """A job returned more than MAX_RESULT_BYTES: it fails instead of filling Redis."""
+
+
+def check_result_size(result: Any) -> None:
+    """Raise ResultTooLarge when the result's JSON is larger than the app's MAX_RESULT_BYTES."""
+    if not has_app_context():
+        return
+    limit = current_app.config["MAX_RESULT_BYTES"]
+    size = len(json.dumps(result))
+    if size > limit:
+        raise ResultTooLarge(f"the result is {size} bytes of JSON, more than MAX_RESULT_BYTES ({limit})")
 
 
 # The application's registry: job modules register into it with `@registry.register()`.
