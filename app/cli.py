@@ -23,7 +23,7 @@ from rq import Worker
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Callback, Job, JobStatus, Retry
 
-from app import callbacks
+from app import callbacks, sweeper
 from app.errors import APIError
 from app.jobs.progress import PROGRESS_KEY
 from app.jobs.registry import FileData, is_file_json
@@ -111,7 +111,7 @@ def check_submission(body: dict[str, Any]) -> Submission:
 def create_job(submission: Submission) -> Job:
     """Queue the job with the callbacks every job of the server has."""
     retry = submission.retry
-    return get_queue(submission.queue).enqueue_call(
+    job = get_queue(submission.queue).enqueue_call(
         func=submission.function.func,
         args=submission.args,
         kwargs=submission.kwargs,
@@ -125,6 +125,9 @@ def create_job(submission: Submission) -> Job:
         on_failure=Callback(callbacks.on_failure),
         on_stopped=Callback(callbacks.on_stopped),
     )
+    # Watched like jobs from /enqueue, so a worker dying as it takes the job cannot lose it.
+    sweeper.track(get_redis(), job.id)
+    return job
 
 
 def follow(job: Job, poll: float = POLL_SECONDS) -> int:

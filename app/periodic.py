@@ -27,6 +27,7 @@ from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.utils import now
 
+from app import sweeper
 from app.config import build_config
 from app.jobs.registry import ArgumentsError, JobFunction, UnknownFunction, json_type, registry
 from app.queue import SERIALIZER, worker_connection
@@ -225,6 +226,7 @@ class PeriodicCronJob(CronJob):
             )
             assert job.enqueued_at is not None
             enqueued = job.enqueued_at.timestamp()
+            sweeper.track(pipeline, job.id)
             pipeline.zadd(self.job_history_key, {job.id: enqueued})
             pipeline.zremrangebyrank(self.job_history_key, 0, -(DEFAULT_CRON_JOB_HISTORY_LIMIT + 1))
             pipeline.expire(self.job_history_key, DEFAULT_CRON_JOB_HISTORY_TTL)

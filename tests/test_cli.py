@@ -16,6 +16,7 @@ from rq.worker import WorkerStatus
 import app.cli as cli_module
 from app import create_app
 from app.queue import SERIALIZER
+from app.sweeper import INFLIGHT_KEY
 from app.worker import SimpleWorker
 
 
@@ -57,6 +58,8 @@ def test_enqueue_queues_a_registered_function_with_its_arguments(
     # The callbacks every job of the server has (last_error of retries, canceling dependents).
     assert job._failure_callback_name == "app.callbacks.on_failure"
     assert job._stopped_callback_name == "app.callbacks.on_stopped"
+    # Watched by the sweeper, like a job from /enqueue.
+    assert redis.zscore(INFLIGHT_KEY, job.id) is not None
 
 
 def test_enqueue_takes_positional_arguments_as_json(

@@ -16,6 +16,7 @@ from rq import Queue
 import app.periodic as periodic
 from app.periodic import PeriodicJobsError, PeriodicScheduler, load_periodic_jobs, main
 from app.queue import SERIALIZER
+from app.sweeper import INFLIGHT_KEY
 
 START = datetime(2030, 1, 1, 12, 0, 0, 400_000, tzinfo=UTC)
 
@@ -234,6 +235,8 @@ def test_periodic_job_is_json_and_runs_like_an_enqueued_one(
     clock.advance(5)
     scheduler.enqueue_jobs()
     [job] = jobs_in(redis, "high")
+    # Watched by the sweeper, like a job from /enqueue.
+    assert redis.zscore(INFLIGHT_KEY, job.id) is not None
     work()
 
     status = client.get("/check_status", query_string={"job_id": job.id}).get_json()
