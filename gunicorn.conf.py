@@ -21,7 +21,7 @@ keepalive = 5
 accesslog = "-"
 errorlog = "-"
 # gunicorn's lines in the app's LOG_FORMAT, each access line with its request's X-Request-ID.
-logger_class = "app.log.GunicornLogger"
+logger_class = "app.gunicorn_log.GunicornLogger"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 

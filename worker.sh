@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Start N RQ workers (argument, or WORKERS, default 2) on the queues in priority order,
 # with the scheduler. SIGTERM or Ctrl-C lets each running job finish first.
-#   ./worker.sh        ./worker.sh 4        WORKERS=3 ./worker.sh
+#   ./worker.sh        ./worker.sh 4        WORKERS=3 ./worker.sh        WORKER_MODE=fast ./worker.sh
+# WORKER_MODE: fork (default) forks a fresh process for every job; fast runs jobs one after
+# another in one long-lived work horse per worker, for short jobs (README, Workers).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -14,17 +16,17 @@ if ! [[ "$count" =~ ^[1-9][0-9]*$ ]]; then
 fi
 
 # The project's virtualenv when there is one (make run, a terminal); plain PATH in Docker.
-if [[ -x "$here/.venv/bin/rq" ]]; then
-  rq="$here/.venv/bin/rq"
+if [[ -x "$here/.venv/bin/python" ]]; then
+  python="$here/.venv/bin/python"
 else
-  rq="rq"
+  python="python"
 fi
 
-# Same config as the web app: .env, REDIS_URL and QUEUES come from app/rqconfig.py; the
-# heartbeat and maintenance intervals that fail a dead worker's job in seconds come from the
-# app's config through app.worker.Worker (JOB_MONITORING_INTERVAL, MAINTENANCE_INTERVAL).
-args=(worker --config app.rqconfig --worker-class app.worker.Worker --connection-class app.queue.WorkerRedis
-      --serializer json --with-scheduler)
+# Same config as the web app: .env, REDIS_URL and QUEUES; the heartbeat and maintenance
+# intervals that fail a dead worker's job in seconds come from the app's config through
+# app.worker (JOB_MONITORING_INTERVAL, MAINTENANCE_INTERVAL). app.work is `rq worker` with
+# these settings and the scheduler, in less memory (README, Workers).
+args=(-m app.work)
 
 pids=()
 stopping=0
@@ -41,7 +43,7 @@ trap stop INT TERM
 # SIGTERM, so a signal to the whole group would kill the running job.
 set -m
 for _ in $(seq "$count"); do
-  "$rq" "${args[@]}" &
+  "$python" "${args[@]}" &
   pids+=("$!")
 done
 

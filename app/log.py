@@ -2,7 +2,7 @@
 
 LOG_FORMAT=text gives `2026-11-21 08:00:00,120 INFO app.api [request 5b0e...] [job -] message`;
 LOG_FORMAT=json gives one JSON object per line with the same fields. gunicorn's access and
-error logs use the same format (GunicornLogger, set in gunicorn.conf.py).
+error logs use the same format (app.gunicorn_log.GunicornLogger, set in gunicorn.conf.py).
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, Response, has_request_context, request
-from gunicorn import glogging
 from rq import get_current_job
 from rq.logutils import ColorizingStreamHandler
 
-from app.config import MIB, build_config
+from app.config import MIB
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s [request %(request_id)s] [job %(job_id)s] %(message)s"
 FORMATS = ("text", "json")
@@ -167,42 +166,3 @@ def init_app(app: Flask) -> None:
     if app.testing:
         return
     configure(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"], app.config["LOG_FILE"])
-
-
-class GunicornLogger(glogging.Logger):  # type: ignore[misc]
-    """gunicorn's logs in the app's format; each access line carries its request's id.
-
-    `logger_class = "app.log.GunicornLogger"` in gunicorn.conf.py. In JSON, an access line also
-    has the request's fields (method, path, status, bytes, duration_ms, remote_addr, user_agent).
-    """
-
-    def setup(self, cfg: Any) -> None:
-        """Set up gunicorn's handlers, then give them the app's format."""
-        super().setup(cfg)
-        log_format = build_config()["LOG_FORMAT"]
-        for logger in (self.error_log, self.access_log):
-            for handler in logger.handlers:
-                prepare_handler(handler, log_format)
-
-    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
-        """Log one request, with its id, as gunicorn's access_log_format has it."""
-        if not self.access_log_enabled:
-            return
-        atoms = self.atoms(resp, req, environ, request_time)
-        request_id = environ.get(REQUEST_ID_ENVIRON) or atoms.get("{x-request-id}o") or "-"
-        fields = {
-            "request_id": request_id,
-            "remote_addr": atoms["h"],
-            "method": atoms["m"],
-            "path": atoms["U"],
-            "query": atoms["q"] or "",
-            "status": int(atoms["s"]) if str(atoms["s"]).isdigit() else atoms["s"],
-            "bytes": atoms["B"],
-            "duration_ms": atoms["M"],
-            "user_agent": atoms["a"],
-        }
-        try:
-            self.access_log.info(self.cfg.access_log_format, self.atoms_wrapper_class(atoms), extra=fields)
-        except Exception:
-            # As gunicorn's own access(): a line that cannot be written must not fail the request.
-            self.error("Could not write an access log line", exc_info=True)

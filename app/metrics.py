@@ -160,10 +160,13 @@ def mark_process_dead(pid: int) -> None:
         multiprocess.mark_process_dead(process_id(pid), _multiprocess_dir)  # type: ignore[no-untyped-call]
 
 
-def record_job(job: Job, seconds: float) -> None:
-    """Count a try of a job a worker has just made, by how it ended, and observe its duration."""
+def record_job(job: Job, seconds: float, *, refresh: bool = True) -> None:
+    """Count a try of a job a worker has just made, by how it ended, and observe its duration.
+
+    refresh=False takes the status the job object has (a worker that set it knows it).
+    """
     try:
-        status = job.get_status(refresh=True)
+        status = job.get_status(refresh=refresh)
     except InvalidJobOperation:
         # Gone: a job with result_ttl 0 is deleted as soon as it finishes.
         status = JobStatus.FINISHED

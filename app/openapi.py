@@ -138,7 +138,9 @@ def args_schema(description: dict[str, Any]) -> dict[str, Any]:
     parameters = description["parameters"]
     positional = [p for p in parameters if p["kind"] in ("positional_only", "positional_or_keyword")]
     rest = [p for p in parameters if p["kind"] == "var_positional"]
-    schema: dict[str, Any] = {"type": "array", "prefixItems": [parameter_schema(p) for p in positional]}
+    schema: dict[str, Any] = {"type": "array"}
+    if positional:
+        schema["prefixItems"] = [parameter_schema(p) for p in positional]
     schema["items"] = parameter_schema(rest[0]) if rest else False
     return schema
 

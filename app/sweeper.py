@@ -33,6 +33,11 @@ def track(pipeline: Pipeline | Redis, job_id: str) -> None:
     pipeline.zadd(INFLIGHT_KEY, {job_id: time.time()})
 
 
+def untrack(pipeline: Pipeline | Redis, job_id: str) -> None:
+    """Stop watching a job that has ended (call it in the pipeline that records the end)."""
+    pipeline.zrem(INFLIGHT_KEY, job_id)
+
+
 def sweep(connection: Redis, grace: float = 30.0, batch: int = 1000) -> list[str]:
     """Forget ended jobs, requeue lost ones; return the ids requeued. One sweeper at a time."""
     if not connection.set(LOCK_KEY, "1", nx=True, ex=60):

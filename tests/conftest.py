@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -11,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
+from app.redis_server import RedisServer, free_port
 from app.worker import SimpleWorker
 
 
@@ -18,6 +20,17 @@ from app.worker import SimpleWorker
 def redis() -> fakeredis.FakeRedis:
     """Return a fresh in-memory Redis shared by the app and the worker."""
     return fakeredis.FakeRedis()
+
+
+@pytest.fixture(scope="module")
+def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Return the URL of a real redis-server for the module: for tests that fork or spawn processes."""
+    server = RedisServer(free_port(), Path(tmp_path_factory.mktemp("redis")))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from app.queue import SERIALIZER
 from tests.conftest import enqueue
 
 MULTIPART = "multipart/form-data"
-FUNCTIONS = ["count", "render_report", "resize_image", "send_email", "some_long_function"]
+FUNCTIONS = ["count", "noop", "render_report", "resize_image", "send_email", "some_long_function"]
 
 
 def png(size: tuple[int, int], color: str = "red") -> bytes:

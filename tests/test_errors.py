@@ -131,6 +131,7 @@ def test_unknown_function_error_lists_the_available_functions(client: FlaskClien
     assert error["available"] == registry.names()
     assert error["available"] == [
         "count",
+        "noop",
         "render_report",
         "resize_image",
         "send_email",

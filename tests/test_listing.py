@@ -454,7 +454,7 @@ def test_bad_query_is_refused_with_a_json_error(
         (
             "function=nope",
             "available",
-            ["count", "render_report", "resize_image", "send_email", "some_long_function"],
+            ["count", "noop", "render_report", "resize_image", "send_email", "some_long_function"],
         ),
         ("sort=newest", "allowed", ["status", "queue", "function", "page", "per_page"]),
     ],

@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 from gunicorn.config import Config as GunicornConfig
 from rq.logutils import ColorizingStreamHandler
 
-from app import log
+from app import gunicorn_log, log
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
 view_log = logging.getLogger("tests.in_a_request")
@@ -251,7 +251,7 @@ def test_gunicorns_access_lines_carry_the_request_id_in_the_apps_format(
     cfg = GunicornConfig()
     cfg.set("accesslog", "-")
     cfg.set("access_log_format", '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"')
-    logger = log.GunicornLogger(cfg)
+    logger = gunicorn_log.GunicornLogger(cfg)
     stream = io.StringIO()
     [handler] = [handler for handler in logger.access_log.handlers if getattr(handler, "_gunicorn", False)]
     handler.setStream(stream)  # type: ignore[attr-defined]

@@ -1,6 +1,6 @@
 """Job functions: the registry and everything registered in it."""
 
-from app.jobs import count, echo, images, mail, reports
+from app.jobs import count, echo, images, mail, noop, reports
 from app.jobs.progress import report_progress
 from app.jobs.registry import FileData, JobFunction, registry
 
@@ -11,6 +11,7 @@ __all__ = [
     "echo",
     "images",
     "mail",
+    "noop",
     "registry",
     "report_progress",
     "reports",

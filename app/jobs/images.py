@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 
 from flask import current_app
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.jobs.progress import report_progress
 from app.jobs.registry import FileData, registry
@@ -20,6 +19,9 @@ def resize_image(
     """Crop the image to `crop` [left, top, right, bottom] (or centre it), resize it, return a PNG."""
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
         raise ValueError(f"width and height must be between 1 and {MAX_SIDE} pixels")
+    # Imported here: Pillow weighs on the memory of every worker, most of which never resize.
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     report_progress(0, 4, "opening")
     Image.MAX_IMAGE_PIXELS = current_app.config["MAX_IMAGE_PIXELS"]
     try:

@@ -250,12 +250,18 @@ def listening_workers(redis_url: str) -> set[str]:
 
 
 @contextmanager
-def running_workers(redis_url: str, logs: Path, count: int = 2) -> Iterator[Child]:
-    """Run `./worker.sh count` until its workers listen for jobs; SIGTERM it afterwards."""
+def running_workers(redis_url: str, logs: Path, count: int = 2, **env: str) -> Iterator[Child]:
+    """Run `./worker.sh count` until its workers listen for jobs; SIGTERM it afterwards.
+
+    `env` adds settings, e.g. WORKER_MODE="fast".
+    """
     with Redis.from_url(redis_url, socket_timeout=HTTP_TIMEOUT) as connection:
         before = {worker.name for worker in Worker.all(connection=connection)}
     child = Child(
-        "worker.sh", [str(ROOT / "worker.sh"), str(count)], service_env(redis_url), log_path(logs, "worker")
+        "worker.sh",
+        [str(ROOT / "worker.sh"), str(count)],
+        service_env(redis_url, **env),
+        log_path(logs, "worker"),
     )
     try:
         wait_for(

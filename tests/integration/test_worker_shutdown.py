@@ -5,15 +5,20 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import enqueue, get, running_workers, wait_for_job
 
 EXIT_DEADLINE = 20.0
 
+# Both worker modes: fork (a process per job) and fast (one long-lived work horse).
+pytestmark = pytest.mark.parametrize("mode", ["fork", "fast"])
+
 
 def test_sigterm_lets_the_running_job_finish_and_worker_sh_exits_0(
-    server: str, redis_url: str, logs_dir: Path
+    server: str, redis_url: str, logs_dir: Path, mode: str
 ) -> None:
-    with running_workers(redis_url, logs_dir, count=2) as workers:
+    with running_workers(redis_url, logs_dir, count=2, WORKER_MODE=mode) as workers:
         job_id = enqueue(server, {"function": "count", "kwargs": {"duration": 3}})["job_id"]
         wait_for_job(server, job_id, until="started")
 
@@ -27,8 +32,8 @@ def test_sigterm_lets_the_running_job_finish_and_worker_sh_exits_0(
     assert result.json()["result"]["counted"] == 3
 
 
-def test_sigterm_stops_idle_workers_promptly_with_status_0(redis_url: str, logs_dir: Path) -> None:
-    with running_workers(redis_url, logs_dir, count=2) as workers:
+def test_sigterm_stops_idle_workers_promptly_with_status_0(redis_url: str, logs_dir: Path, mode: str) -> None:
+    with running_workers(redis_url, logs_dir, count=2, WORKER_MODE=mode) as workers:
         workers.terminate()
         started = time.monotonic()
         status = workers.wait(EXIT_DEADLINE)
