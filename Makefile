@@ -11,13 +11,18 @@ export PIPENV_VERBOSITY := -1
 export PIPENV_NOSPIN := 1
 export PIPENV_YES := 1
 
-.PHONY: run test lint worker clean
+.PHONY: run test lint bench worker clean
 
 run: $(STAMP)
 	$(PIPENV) run python -m app.stack
 
 test: $(STAMP) $(NODE_STAMP)
 	$(PIPENV) run pytest
+
+# Start a private Redis, gunicorn and workers, measure, print tables, write docs/benchmark.png.
+# Options through BENCH_ARGS, e.g. make bench BENCH_ARGS="--quick --only worker".
+bench: $(STAMP)
+	$(PIPENV) run bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(PIPENV) run ruff check .

@@ -6,19 +6,23 @@ jobs over a socket pair instead: the job still runs in another process, so a job
 (a segfault, os._exit, the OOM killer) takes down only the horse, and the worker forks a new
 one.
 
-Messages are bytes, framed by multiprocessing's Connection (send_bytes/recv_bytes); nothing
-is pickled. The horse reads a request, answers with the bytes `run(request)` returned, and
-exits when its worker closes the socket.
+Messages are bytes with a 4-byte length in front (Channel); nothing is pickled. The horse
+reads a request, answers with the bytes `run(request)` returned, and exits when its worker
+closes the socket.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import signal
+import socket
+import struct
 import time
 import warnings
 from collections.abc import Callable
-from multiprocessing.connection import Connection, Pipe
+
+HEADER = struct.Struct(">I")
 
 
 class HorseDied(Exception):
@@ -39,18 +43,59 @@ def describe_exit(status: int | None) -> str:
     return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
+class Channel:
+    """One end of a socket pair that carries whole messages: a 4-byte length, then the bytes."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def send_bytes(self, message: bytes) -> None:
+        """Send one message (raise OSError when the other end is gone)."""
+        self.sock.sendall(HEADER.pack(len(message)) + message)
+
+    def recv_bytes(self) -> bytes:
+        """Return the next message; raise EOFError when the other end has closed."""
+        (length,) = HEADER.unpack(self._read(HEADER.size))
+        return self._read(length)
+
+    def poll(self, timeout: float) -> bool:
+        """Tell whether a message (or the end of the stream) arrives within `timeout` seconds."""
+        readable, _, _ = select.select([self.sock], [], [], timeout)
+        return bool(readable)
+
+    def close(self) -> None:
+        """Close this end: the other end reads end of file."""
+        self.sock.close()
+
+    def _read(self, size: int) -> bytes:
+        chunks, left = [], size
+        while left:
+            chunk = self.sock.recv(min(left, 1 << 20))
+            if not chunk:
+                raise EOFError("the other end closed the channel")
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+
+def channel_pair() -> tuple[Channel, Channel]:
+    """Return the two ends of a new channel."""
+    one, other = socket.socketpair()
+    return Channel(one), Channel(other)
+
+
 class WorkHorse:
     """One child process, forked from the worker, that answers requests until it is closed."""
 
     def __init__(self, run: Callable[[bytes], bytes]) -> None:
         self.run = run
         self.pid = 0
-        self._connection: Connection | None = None
+        self._connection: Channel | None = None
         self.status: int | None = None
 
     def start(self) -> WorkHorse:
         """Fork the horse; return self in the worker."""
-        ours, theirs = Pipe(duplex=True)
+        ours, theirs = channel_pair()
         with warnings.catch_warnings():
             # After a crash the worker forks again while RQ's command listener thread runs. The
             # horse never uses that thread; logging re-creates its locks in a forked child, and
@@ -64,7 +109,7 @@ class WorkHorse:
         self.pid, self._connection, self.status = pid, ours, None
         return self
 
-    def _serve(self, connection: Connection) -> None:
+    def _serve(self, connection: Channel) -> None:
         """The horse's loop: answer each request; exit when the worker hangs up."""
         # Its own process group, and deaf to Ctrl-C: a terminal's SIGINT goes to the worker,
         # which lets the running job finish (RQ's work horse does the same).

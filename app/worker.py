@@ -81,9 +81,12 @@ class AppWorkerMixin:
         return max(1, min(rq_timeout, self.maintenance_interval))
 
     def clean_registries(self) -> None:
-        """Run RQ's maintenance, then requeue jobs a dying worker took but never started."""
+        """Run RQ's maintenance, requeue jobs a dying worker took but never started, trim the heap."""
         super().clean_registries()  # type: ignore[misc]
         sweeper.sweep(self.connection)  # type: ignore[attr-defined]
+        # The maintenance runs every few seconds, and in an idle worker: a good time to hand
+        # back what the last burst of jobs allocated and freed.
+        release_free_memory()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Run the job (in a work horse, for the forking Worker), then record its metrics here.

@@ -1,0 +1,136 @@
+"""Scenarios 1 and 2: how fast jobs get into Redis, over HTTP (one or a batch a request) and in-process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from redis import Redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from bench.load import LoadResult, Request, request_once, run_load, run_parallel, split
+from bench.stack import Stack, Web
+
+NOOP = "app.jobs.noop.noop"
+SINGLE = Request("POST", "/enqueue", json.dumps({"function": "noop"}).encode(), expect=202, jobs=1)
+IN_PROCESS_PROCESSES = 2
+
+
+def batch_request(size: int) -> Request:
+    """Return a POST /enqueue of a JSON array of `size` no-op jobs."""
+    return Request(
+        "POST", "/enqueue", json.dumps([{"function": "noop"}] * size).encode(), expect=202, jobs=size
+    )
+
+
+@dataclass
+class Rate:
+    """A throughput measurement: calls made, how many failed, jobs made, wall time."""
+
+    label: str
+    calls: int
+    errors: int
+    jobs: int
+    seconds: float
+    note: str = ""
+
+    @property
+    def job_rate(self) -> float:
+        """Return the jobs made per second."""
+        return self.jobs / self.seconds if self.seconds else 0.0
+
+    @property
+    def call_rate(self) -> float:
+        """Return the successful calls per second."""
+        return (self.calls - self.errors) / self.seconds if self.seconds else 0.0
+
+
+def unavailable(label: str, note: str) -> Rate:
+    """Return a Rate for something that could not be measured."""
+    return Rate(label, 0, 0, 0, 0.0, note)
+
+
+def rate_of(label: str, result: LoadResult) -> Rate:
+    """Return a load run's Rate, its errors in the note."""
+    note = ""
+    if result.error_count:
+        counts = ", ".join(f"{count} {kind}" for kind, count in result.tally.errors.most_common())
+        note = f"errors: {counts}; first: {result.tally.sample.strip()[:160]}"
+    jobs = result.tally.ok * result.request.jobs
+    return Rate(label, result.requests, result.error_count, jobs, result.seconds, note)
+
+
+def measure_http(
+    stack: Stack, web: Web, request: Request, total: int, connections: int, warmup: int
+) -> LoadResult:
+    """Warm the server up, then time `total` requests; flush the jobs they made."""
+    if warmup:
+        run_load(web.host, web.port, request, warmup, connections)
+        stack.flush()
+    result = run_load(web.host, web.port, request, total, connections)
+    stack.flush()
+    return result
+
+
+def enqueue_in_process(redis_url: str, total: int, processes: int = IN_PROCESS_PROCESSES) -> Rate:
+    """Time `Queue.enqueue(noop)` called `total` times from a few processes."""
+
+    def prepare(count: int) -> Callable[[], int]:
+        connection = Redis.from_url(redis_url)
+        connection.ping()
+        queue = Queue("default", connection=connection, serializer=JSONSerializer)
+
+        def run() -> int:
+            for _ in range(count):
+                queue.enqueue(NOOP)
+            return count
+
+        return run
+
+    seconds, counts = run_parallel(prepare, split(total, processes), timeout=600)
+    return Rate(f"Queue.enqueue in-process ({processes} processes)", total, 0, sum(counts), seconds)
+
+
+def run_single(
+    stack: Stack, ours: Web, requests: int, connections: int, warmup: int
+) -> tuple[Rate, Rate, Rate]:
+    """Scenario 1: the bare Flask app, the job server (one job a request) and Queue.enqueue in-process."""
+    bare = stack.start_web("bench_bare:app", "bare")
+    try:
+        bare_result = measure_http(stack, bare, SINGLE, requests, connections, warmup)
+    finally:
+        stack.stop([bare.child])
+    ours_result = measure_http(stack, ours, SINGLE, requests, connections, warmup)
+    in_process = enqueue_in_process(stack.redis_url, requests)
+    stack.flush()
+    return (
+        rate_of("bare Flask app: Queue.enqueue (same gunicorn config)", bare_result),
+        rate_of("job server: POST /enqueue, 1 job", ours_result),
+        in_process,
+    )
+
+
+def run_batch(stack: Stack, ours: Web, size: int, requests: int, connections: int, warmup: int) -> Rate:
+    """Scenario 2: POST /enqueue with a JSON array of `size` jobs; unavailable when the server refuses it."""
+    label = f"job server: POST /enqueue, {size} jobs a request"
+    status, body = request_once(ours.host, ours.port, batch_request(2))
+    stack.flush()
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if status == 202 and isinstance(answer, dict) and len(answer.get("jobs") or []) == 2:
+        result = measure_http(stack, ours, batch_request(size), requests, connections, warmup)
+        return rate_of(label, result)
+    if status == 202 and isinstance(answer, dict):
+        made = f"one job of {answer.get('function')!r}"
+        return unavailable(label, f'not available: an array of 2 jobs got 202 without "jobs" ({made})')
+    error = answer.get("error") if isinstance(answer, dict) else None
+    text = (
+        f"{error.get('code')}: {error.get('message')}"
+        if isinstance(error, dict)
+        else body.decode(errors="replace")
+    )
+    return unavailable(label, f"not available: an array of 2 jobs got {status} {text.strip()[:100]}")
