@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import calendar
+from collections import Counter
+from collections.abc import Iterable
 from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from redis.client import Pipeline
 from redis.exceptions import RedisError, WatchError
+from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Callback, Dependency, Job, JobStatus, Retry
+from rq.registry import ScheduledJobRegistry
 
 from app import __version__, callbacks, idempotency, longpoll, sweeper, web
 from app.auth import OWNER_KEY, current_owner
 from app.errors import APIError
 from app.idempotency import Claim, Replay
 from app.jobs.registry import FileData, is_file_json, registry
+from app.metrics import JOBS_ENQUEUED
 from app.queue import SERIALIZER, get_queue, get_redis
-from app.status import ENDED_UNSUCCESSFULLY, describe_job, fetch_job, job_error, job_links, scheduled_for
-from app.submissions import Submission, read_submission
+from app.status import ENDED_UNSUCCESSFULLY, describe_job, fetch_job, job_error, scheduled_for
+from app.submissions import Submission, in_batch, read_enqueue
 
 bp = Blueprint("api", __name__)
 
@@ -64,9 +71,12 @@ def functions() -> Response:
 
 
 @bp.post("/enqueue")
-def enqueue() -> tuple[Response, int, dict[str, str]]:
-    """Queue, schedule or chain a registered function; answer 202 with the job id."""
-    submission = read_submission(request, current_app.config)
+def enqueue() -> tuple[Response, int] | tuple[Response, int, dict[str, str]]:
+    """Queue, schedule or chain a registered function (a JSON array: many); answer 202 with the job."""
+    read = read_enqueue(request, current_app.config)
+    if isinstance(read, list):
+        return enqueue_batch(read)
+    submission = read
     key = idempotency.read_key(request)
     claim: Claim | None = None
     if key is not None or submission.job_id is not None:
@@ -76,7 +86,7 @@ def enqueue() -> tuple[Response, int, dict[str, str]]:
             return replayed(outcome.job_id, submission)
         claim = outcome
     try:
-        parents = waiting_parents(submission)
+        parents = waiting_parents(submission, parent_statuses(submission.depends_on))
         job = create_job(submission, parents, claim)
     except BaseException:
         # Refused or failed (a 422, Redis gone): the key must not wait for a job that will not be.
@@ -84,23 +94,117 @@ def enqueue() -> tuple[Response, int, dict[str, str]]:
             with suppress(RedisError):  # else the claim expires by itself
                 claim.release(get_redis())
         raise
-    status = job.get_status(refresh=False)
-    return accepted(job.id, status, submission, submission.scheduled_for, parents)
+    links = Links()
+    body = enqueued(
+        job.id, job.get_status(refresh=False), submission, submission.scheduled_for, parents, links
+    )
+    return jsonify(body), 202, {"Location": body["status_url"]}
 
 
-def waiting_parents(submission: Submission) -> list[str]:
+def enqueue_batch(submissions: list[Submission]) -> tuple[Response, int]:
+    """Create every job of a batch, or none when one is refused; answer 202 with each job, in order.
+
+    Jobs that wait for no other job go in one transaction; each that waits for parents still to
+    finish gets its own (RQ watches the parents while it registers the job with them).
+    """
+    if idempotency.HEADER in request.headers:
+        raise APIError(
+            422,
+            "idempotency_key_not_supported",
+            f"{idempotency.HEADER} applies to one job; give each job of a batch its own job_id instead.",
+        )
+    outcomes = claim_batch(submissions)
+    try:
+        statuses = parent_statuses([job_id for item in submissions for job_id in item.depends_on])
+        parents = []
+        for index, (submission, outcome) in enumerate(zip(submissions, outcomes, strict=True)):
+            try:
+                parents.append([] if isinstance(outcome, Replay) else waiting_parents(submission, statuses))
+            except APIError as error:
+                raise in_batch(error, index) from None
+        jobs = create_jobs(submissions, parents, outcomes)
+    except BaseException:
+        # A job already created answers a retry all the same: its meta holds its fingerprint.
+        release_claims(outcomes)
+        raise
+    return jsonify(jobs=batch_answers(submissions, outcomes, jobs, parents)), 202
+
+
+def batch_answers(
+    submissions: list[Submission],
+    outcomes: list[Claim | Replay | None],
+    jobs: list[Job | None],
+    parents: list[list[str]],
+) -> list[dict[str, Any]]:
+    """Return the answer for each job of a batch (a replay's as it is now), and count the new ones."""
+    links = Links()
+    replayed_ids = [outcome.job_id for outcome in outcomes if isinstance(outcome, Replay)]
+    replays = iter(Job.fetch_many(replayed_ids, connection=get_redis(), serializer=SERIALIZER))
+    answers = []
+    created: Counter[tuple[str, str]] = Counter()
+    for submission, outcome, job, waits_for in zip(submissions, outcomes, jobs, parents, strict=True):
+        if isinstance(outcome, Replay):
+            answers.append(
+                {**replay_body(outcome.job_id, next(replays), submission, links), "replayed": True}
+            )
+            continue
+        assert job is not None
+        status = job.get_status(refresh=False)
+        answers.append(enqueued(job.id, status, submission, submission.scheduled_for, waits_for, links))
+        created[submission.function.name, submission.queue] += 1
+    # app.metrics counts a single job from its answer; a batch's answer names no one function.
+    for (function, queue), count in created.items():
+        JOBS_ENQUEUED.labels(function=function, queue=queue).inc(count)
+    return answers
+
+
+def release_claims(outcomes: Iterable[Claim | Replay | APIError | None]) -> None:
+    """Drop the claims of jobs that will not be created, so that a retry may create them."""
+    with suppress(RedisError):  # else they expire by themselves
+        for outcome in outcomes:
+            if isinstance(outcome, Claim):
+                outcome.release(get_redis())
+
+
+def claim_batch(submissions: list[Submission]) -> list[Claim | Replay | None]:
+    """Claim the job_id of each batch item that has one (None for the others), in one round trip."""
+    wanted = [
+        (index, (None, submission.job_id, idempotency.fingerprint(submission.normalized())))
+        for index, submission in enumerate(submissions)
+        if submission.job_id is not None
+    ]
+    outcomes: list[Claim | Replay | None] = [None] * len(submissions)
+    if not wanted:
+        return outcomes
+    results = idempotency.claim_each(get_redis(), [ask for _, ask in wanted])
+    for (index, _), result in zip(wanted, results, strict=True):
+        if isinstance(result, APIError):
+            release_claims(results)
+            raise in_batch(result, index)
+        outcomes[index] = result
+    return outcomes
+
+
+def parent_statuses(job_ids: list[str]) -> dict[str, JobStatus | None]:
+    """Return the status of each job (None for one that does not exist), read in one round trip."""
+    unique = list(dict.fromkeys(job_ids))
+    if not unique:
+        return {}
+    with get_redis().pipeline(transaction=False) as pipe:
+        for job_id in unique:
+            pipe.hget(Job.key_for(job_id), "status")
+        replies = pipe.execute()
+    return {
+        job_id: JobStatus(raw.decode()) if raw else None for job_id, raw in zip(unique, replies, strict=True)
+    }
+
+
+def waiting_parents(submission: Submission, statuses: dict[str, JobStatus | None]) -> list[str]:
     """Return the parents the job waits for; 422 for unknown ones or ones it could never follow."""
     if not submission.depends_on:
         return []
-    with get_redis().pipeline(transaction=False) as pipe:
-        for job_id in submission.depends_on:
-            pipe.hget(Job.key_for(job_id), "status")
-        replies = pipe.execute()
-    statuses = {
-        job_id: JobStatus(raw.decode()) if raw else None
-        for job_id, raw in zip(submission.depends_on, replies, strict=True)
-    }
-    unknown = [job_id for job_id, status in statuses.items() if status is None]
+    mine = {job_id: statuses[job_id] for job_id in submission.depends_on}
+    unknown = [job_id for job_id, status in mine.items() if status is None]
     if unknown:
         raise APIError(
             422,
@@ -111,7 +215,7 @@ def waiting_parents(submission: Submission) -> list[str]:
     done = {JobStatus.FINISHED, JobStatus.FAILED} if submission.allow_failure else {JobStatus.FINISHED}
     never = {
         job_id: status
-        for job_id, status in statuses.items()
+        for job_id, status in mine.items()
         if status is not None and status in ENDED_UNSUCCESSFULLY and status not in done
     }
     if never:
@@ -124,13 +228,45 @@ def waiting_parents(submission: Submission) -> list[str]:
         )
     # RQ defers a job on any parent that has not finished, even a failed one it is allowed to
     # follow, and nothing would enqueue it then: only parents still to come are passed on.
-    return [job_id for job_id, status in statuses.items() if status not in done]
+    return [job_id for job_id, status in mine.items() if status not in done]
 
 
 def create_job(submission: Submission, parents: list[str], claim: Claim | None) -> Job:
     """Create the job, queued, scheduled or deferred, in one transaction with its claim."""
-    config = current_app.config
-    queue = get_queue(submission.queue)
+    with get_redis().pipeline() as pipe:
+        while True:
+            job = build_job(submission, parents, claim)
+            try:
+                stage_job(pipe, job, submission, claim)
+                pipe.execute()
+                return job
+            except WatchError:
+                # A parent's status changed while RQ looked at it (RQ's own WATCH): look again.
+                pipe.reset()
+
+
+def create_jobs(
+    submissions: list[Submission], parents: list[list[str]], outcomes: list[Claim | Replay | None]
+) -> list[Job | None]:
+    """Create a batch's jobs (None for replays): all that wait for no job in one transaction."""
+    items = list(zip(submissions, parents, outcomes, strict=True))
+    jobs: list[Job | None] = [None] * len(items)
+    with get_redis().pipeline() as pipe:
+        for index, (submission, waits_for, outcome) in enumerate(items):
+            if not waits_for and not isinstance(outcome, Replay):
+                jobs[index] = job = build_job(submission, [], outcome)
+                stage_job(pipe, job, submission, outcome)
+        if pipe.command_stack:
+            pipe.execute()
+    # RQ WATCHes a job's parents while it registers the job with them: one transaction each.
+    for index, (submission, waits_for, outcome) in enumerate(items):
+        if waits_for and not isinstance(outcome, Replay):
+            jobs[index] = create_job(submission, waits_for, outcome)
+    return jobs
+
+
+def build_job(submission: Submission, parents: list[str], claim: Claim | None) -> Job:
+    """Return the job for a submission, with its options, meta and callbacks; nothing is sent yet."""
     function = submission.function
     # base_url lets the job build absolute URLs of this server (url_for(..., _external=True)).
     meta = {"function": function.name, "base_url": request.host_url}
@@ -140,63 +276,81 @@ def create_job(submission: Submission, parents: list[str], claim: Claim | None) 
     if claim is not None:
         meta[idempotency.FINGERPRINT_KEY] = claim.fingerprint
     retry = submission.retry
-    with get_redis().pipeline() as pipe:
-        while True:
-            job = queue.create_job(
-                function.func,
-                args=submission.args,
-                kwargs=submission.kwargs,
-                timeout=submission.timeout,
-                result_ttl=submission.result_ttl,
-                ttl=submission.ttl,
-                failure_ttl=submission.failure_ttl,
-                description=function.name,
-                depends_on=Dependency(parents, allow_failure=submission.allow_failure) if parents else None,
-                job_id=claim.job_id if claim else None,
-                meta=meta,
-                retry=Retry(retry.max, retry.waits(config["MAX_RETRY_INTERVAL"])) if retry else None,
-                on_failure=ON_FAILURE,
-                on_stopped=ON_STOPPED,
-            )
-            try:
-                if submission.scheduled_for is not None:
-                    queue.schedule_job(job, submission.scheduled_for, pipeline=pipe)
-                else:
-                    queue.enqueue_job(job, pipeline=pipe)
-                sweeper.track(pipe, job.id)
-                if claim is not None:
-                    claim.complete(pipe, config["IDEMPOTENCY_TTL"])
-                pipe.execute()
-                return job
-            except WatchError:
-                # A parent's status changed while RQ looked at it (RQ's own WATCH): look again.
-                pipe.reset()
+    return get_queue(submission.queue).create_job(
+        function.func,
+        args=submission.args,
+        kwargs=submission.kwargs,
+        timeout=submission.timeout,
+        result_ttl=submission.result_ttl,
+        ttl=submission.ttl,
+        failure_ttl=submission.failure_ttl,
+        description=function.name,
+        depends_on=Dependency(parents, allow_failure=submission.allow_failure) if parents else None,
+        job_id=claim.job_id if claim else None,
+        meta=meta,
+        retry=Retry(retry.max, retry.waits(current_app.config["MAX_RETRY_INTERVAL"])) if retry else None,
+        on_failure=ON_FAILURE,
+        on_stopped=ON_STOPPED,
+    )
+
+
+def stage_job(pipe: Pipeline, job: Job, submission: Submission, claim: Claim | None) -> None:
+    """Add what queues, schedules or defers the job to the transaction: tracked, its claim completed."""
+    queue = get_queue(submission.queue)
+    if submission.scheduled_for is not None:
+        schedule_job(pipe, queue, job, submission.scheduled_for)
+    else:
+        # With parents, RQ WATCHes them here (commands sent at once) before the transaction.
+        queue.enqueue_job(job, pipeline=pipe)
+    sweeper.track(pipe, job.id)
+    if claim is not None:
+        claim.complete(pipe, current_app.config["IDEMPOTENCY_TTL"])
+
+
+def schedule_job(pipe: Pipeline, queue: Queue, job: Job, when: datetime) -> None:
+    """Add a scheduled job to the transaction, as Queue.schedule_job does.
+
+    RQ 2.12's ScheduledJobRegistry.schedule() sends its ZADD on the queue's connection, outside
+    the pipeline it is given: a round trip of its own, before the job exists.
+    """
+    pipe.sadd(queue.redis_queues_keys, queue.key)
+    job.set_status(JobStatus.SCHEDULED, pipeline=pipe)
+    job.save(pipeline=pipe)
+    job.cleanup(ttl=job.ttl, pipeline=pipe)
+    registry = ScheduledJobRegistry(queue=queue)  # type: ignore[no-untyped-call]
+    pipe.zadd(registry.key, {job.id: calendar.timegm(when.utctimetuple())})
 
 
 def replayed(job_id: str, submission: Submission) -> tuple[Response, int, dict[str, str]]:
     """Answer a repeated request with the job the first one created, as it is now."""
     try:
-        job = Job.fetch(job_id, connection=get_redis(), serializer=SERIALIZER)
+        job: Job | None = Job.fetch(job_id, connection=get_redis(), serializer=SERIALIZER)
     except NoSuchJobError:
+        job = None
+    body = replay_body(job_id, job, submission, Links())
+    return jsonify(body), 202, {"Location": body["status_url"], idempotency.REPLAYED_HEADER: "true"}
+
+
+def replay_body(job_id: str, job: Job | None, submission: Submission, links: Links) -> dict[str, Any]:
+    """Return the answer for the job an earlier request created (None: no longer kept)."""
+    if job is None:
         # Its result_ttl or failure_ttl ran out before the idempotency record did.
-        body, code, headers = accepted(job_id, None, submission, None, [])
-    else:
-        status = job.get_status(refresh=False)
-        parents = job.dependency_ids if status == JobStatus.DEFERRED else []
-        when = scheduled_for(job) if status == JobStatus.SCHEDULED else None
-        body, code, headers = accepted(job.id, status, submission, when, parents)
-    return body, code, {**headers, idempotency.REPLAYED_HEADER: "true"}
+        return enqueued(job_id, None, submission, None, [], links)
+    status = job.get_status(refresh=False)
+    parents = job.dependency_ids if status == JobStatus.DEFERRED else []
+    when = scheduled_for(job) if status == JobStatus.SCHEDULED else None
+    return enqueued(job.id, status, submission, when, parents, links)
 
 
-def accepted(
+def enqueued(
     job_id: str,
     status: JobStatus | None,
     submission: Submission,
     when: datetime | None,
     parents: list[str],
-) -> tuple[Response, int, dict[str, str]]:
-    """Return the 202 answer for a job: its id, status, schedule or parents, and links."""
-    links = job_links(job_id)
+    links: Links,
+) -> dict[str, Any]:
+    """Return what the client is told of an accepted job: id, status, schedule or parents, links."""
     body: dict[str, Any] = {
         "job_id": job_id,
         "status": status.value if status else "expired",
@@ -207,7 +361,20 @@ def accepted(
         body["scheduled_for"] = when.isoformat()
     if status == JobStatus.DEFERRED:
         body["depends_on"] = sorted(parents)
-    return jsonify({**body, **links}), 202, {"Location": links["status_url"]}
+    return {**body, **links.of(job_id)}
+
+
+class Links:
+    """The URLs of jobs, as status.job_links gives them, for url_for once a request, not per job."""
+
+    def __init__(self) -> None:
+        # Job ids are letters, digits, '-' and '_' (status.JOB_ID): nothing a query escapes.
+        self.status = url_for("api.check_status", _external=True) + "?job_id="
+        self.result = url_for("api.get_result", _external=True) + "?job_id="
+
+    def of(self, job_id: str) -> dict[str, str]:
+        """Return the status and result URLs of a job."""
+        return {"status_url": self.status + job_id, "result_url": self.result + job_id}
 
 
 @bp.get("/check_status")

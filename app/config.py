@@ -80,6 +80,8 @@ class Config:
     # Furthest a job may be scheduled ahead (delay or at), in seconds.
     MAX_DELAY = 7 * 86400
     MAX_DEPENDENCIES = 20
+    # Most jobs one POST /enqueue may carry as a JSON array (a batch); a bigger one is answered 413.
+    MAX_BATCH_SIZE = 1000
     # How long an Idempotency-Key (or a client job_id) replays its job instead of making another.
     IDEMPOTENCY_TTL = 86400
     # Operations: health, metrics, logs, Redis beyond one box

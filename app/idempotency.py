@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
@@ -95,36 +95,94 @@ def claim(connection: Redis, key: str | None, job_id: str | None, fingerprint: s
     Raise 409 `idempotency_conflict` when they were used with another request, and 409
     `idempotency_in_progress` while that request is still enqueuing.
     """
-    keys = []
-    if key is not None:
-        keys.append(f"{RECORD_PREFIX}key:{hashlib.sha256(key.encode()).hexdigest()}")
-    if job_id is not None:
-        # A client's job id is claimed as well: two requests with one id must not both create it.
-        keys.append(f"{RECORD_PREFIX}job:{job_id}")
-    new_id = job_id or str(uuid4())
-    pending = _record(new_id, fingerprint, PENDING)
+    (outcome,) = claim_each(connection, [(key, job_id, fingerprint)])
+    if isinstance(outcome, APIError):
+        raise outcome
+    return outcome
+
+
+def claim_each(
+    connection: Redis, wanted: Sequence[tuple[str | None, str | None, str]]
+) -> list[Claim | Replay | APIError]:
+    """Claim (key, job_id, fingerprint) for each of several new jobs, in one round trip.
+
+    Each gets a Claim, the Replay of an identical earlier request, or the 409 that `claim`
+    would raise for it alone (returned, not raised). The caller releases the Claims of jobs it
+    does not create.
+    """
+    asks = [_Ask.of(key, job_id, fingerprint) for key, job_id, fingerprint in wanted]
     # One transaction: each claim (SET NX) and what holds the key when it was taken.
     with connection.pipeline() as pipe:
-        for record_key in keys:
-            pipe.set(record_key, pending, nx=True, ex=PENDING_TTL)
-            pipe.get(record_key)
-        if job_id is not None:
-            pipe.exists(Job.key_for(job_id))
-            pipe.hget(Job.key_for(job_id), "meta")
+        for ask in asks:
+            ask.send(pipe)
         replies = pipe.execute()
-    claimed, held = replies[0 : 2 * len(keys) : 2], replies[1 : 2 * len(keys) : 2]
-    taken = [json.loads(value) for ours, value in zip(claimed, held, strict=True) if not ours]
-    existing: dict[str, Any] | None = taken[0] if taken else None
-    if existing is None and job_id is not None and replies[-2]:
-        # The job outlived its record: its meta holds the fingerprint of the request that made it.
-        meta = SERIALIZER.loads(replies[-1]) if replies[-1] else {}  # type: ignore[no-untyped-call]
-        existing = {"job_id": job_id, "fingerprint": meta.get(FINGERPRINT_KEY), "state": DONE}
-    if existing is None:
-        return Claim(new_id, fingerprint, tuple(keys))
-    ours = [record_key for record_key, was_claimed in zip(keys, claimed, strict=True) if was_claimed]
-    if ours:
-        connection.delete(*ours)
-    return _replay(existing, fingerprint, key, job_id)
+    outcomes: list[Claim | Replay | APIError] = []
+    dropped: list[str] = []
+    start = 0
+    for ask in asks:
+        end = start + ask.reply_count
+        outcome, ours = ask.settle(replies[start:end])
+        outcomes.append(outcome)
+        dropped.extend(ours)
+        start = end
+    if dropped:
+        connection.delete(*dropped)
+    return outcomes
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """One job's claim: the records to take for it and the id it will have."""
+
+    key: str | None
+    job_id: str | None
+    fingerprint: str
+    new_id: str
+    records: tuple[str, ...]
+
+    @classmethod
+    def of(cls, key: str | None, job_id: str | None, fingerprint: str) -> _Ask:
+        """Return the ask for a job with this key and job id (either may be None)."""
+        records = []
+        if key is not None:
+            records.append(f"{RECORD_PREFIX}key:{hashlib.sha256(key.encode()).hexdigest()}")
+        if job_id is not None:
+            # A client's job id is claimed as well: two requests with one id must not both create it.
+            records.append(f"{RECORD_PREFIX}job:{job_id}")
+        return cls(key, job_id, fingerprint, job_id or str(uuid4()), tuple(records))
+
+    @property
+    def reply_count(self) -> int:
+        """Return how many replies `send`'s commands get."""
+        return 2 * len(self.records) + (2 if self.job_id is not None else 0)
+
+    def send(self, pipe: Pipeline) -> None:
+        """Add the claim and the reads that tell who holds the records to the transaction."""
+        pending = _record(self.new_id, self.fingerprint, PENDING)
+        for record in self.records:
+            pipe.set(record, pending, nx=True, ex=PENDING_TTL)
+            pipe.get(record)
+        if self.job_id is not None:
+            pipe.exists(Job.key_for(self.job_id))
+            pipe.hget(Job.key_for(self.job_id), "meta")
+
+    def settle(self, replies: list[Any]) -> tuple[Claim | Replay | APIError, list[str]]:
+        """Return the outcome, and the records this ask took but must give back."""
+        count = 2 * len(self.records)
+        claimed, held = replies[0:count:2], replies[1:count:2]
+        taken = [json.loads(value) for ours, value in zip(claimed, held, strict=True) if not ours]
+        existing: dict[str, Any] | None = taken[0] if taken else None
+        if existing is None and self.job_id is not None and replies[-2]:
+            # The job outlived its record: its meta holds the fingerprint of the request that made it.
+            meta = SERIALIZER.loads(replies[-1]) if replies[-1] else {}  # type: ignore[no-untyped-call]
+            existing = {"job_id": self.job_id, "fingerprint": meta.get(FINGERPRINT_KEY), "state": DONE}
+        if existing is None:
+            return Claim(self.new_id, self.fingerprint, self.records), []
+        ours = [record for record, was_claimed in zip(self.records, claimed, strict=True) if was_claimed]
+        try:
+            return _replay(existing, self.fingerprint, self.key, self.job_id), ours
+        except APIError as error:
+            return error, ours
 
 
 def _replay(existing: dict[str, Any], fingerprint: str, key: str | None, job_id: str | None) -> Replay:

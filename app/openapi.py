@@ -204,6 +204,13 @@ def enqueue_examples() -> dict[str, Any]:
         }
         for function in registry
     }
+    examples["batch"] = {
+        "summary": "A JSON array of bodies: every job is queued, or (one refused) none",
+        "value": [
+            {"function": "count", "kwargs": {"duration": 1}},
+            {"function": "count", "kwargs": {"duration": 2}, "queue": "high", "delay": 60},
+        ],
+    }
     examples["seed format"] = {
         "summary": "No `function`: the whole body goes to DEFAULT_FUNCTION",
         "value": {"hello": "world"},
@@ -355,6 +362,9 @@ STRING: dict[str, Any] = {"type": "string"}
 COUNT: dict[str, Any] = {"type": "integer", "minimum": 0}
 URL: dict[str, Any] = {"type": "string", "format": "uri"}
 WHEN: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
+# What makes a JSON body (or each item of an array: a batch) a job rather than the seed format.
+JOB_BODY: dict[str, Any] = {"type": "object", "required": ["function"]}
+ENQUEUED_REQUIRED = ["job_id", "status", "function", "queue", "status_url", "result_url"]
 # inspect's parameter kinds, as JobFunction.describe() names them.
 PARAMETER_KINDS = [
     "positional_only",
@@ -379,6 +389,20 @@ def body_schemas(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "progress": ref("Progress"),
         "attempt": {"type": "integer", "minimum": 1, "description": "1 for the first try."},
         "last_error": {"type": ["string", "null"], "description": "The error of the latest retried try."},
+        "status_url": URL,
+        "result_url": URL,
+    }
+    enqueued = {
+        "job_id": ref("JobId"),
+        "status": {
+            "type": "string",
+            "enum": [*JOB_STATUSES, "expired"],
+            "description": "`expired`: a replayed request whose job is no longer kept.",
+        },
+        "function": {**STRING, "enum": registry.names()},
+        "queue": {**STRING, "enum": list(config["QUEUES"])},
+        "scheduled_for": {**STRING, "format": "date-time"},
+        "depends_on": array(ref("JobId")),
         "status_url": URL,
         "result_url": URL,
     }
@@ -422,6 +446,12 @@ def body_schemas(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
                         "retry_after": {"type": "integer", "description": "Seconds to wait."},
                         "max": {"type": "number", "description": "The longest `wait`."},
                         "reasons": array(STRING, description="Why the server is not ready."),
+                        "index": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "description": "The batch item (0-based) the error is about.",
+                        },
+                        "max_batch_size": {"type": "integer", "description": "MAX_BATCH_SIZE."},
                         "checks": ref("ReadyChecks"),
                     },
                     ["status", "code", "message"],
@@ -441,21 +471,8 @@ def body_schemas(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "EnqueueOptions": option_schemas(config),
         **retry_schemas(config),
         "Enqueued": obj(
-            {
-                "job_id": ref("JobId"),
-                "status": {
-                    "type": "string",
-                    "enum": [*JOB_STATUSES, "expired"],
-                    "description": "`expired`: a replayed request whose job is no longer kept.",
-                },
-                "function": {**STRING, "enum": registry.names()},
-                "queue": {**STRING, "enum": list(config["QUEUES"])},
-                "scheduled_for": {**STRING, "format": "date-time"},
-                "depends_on": array(ref("JobId")),
-                "status_url": URL,
-                "result_url": URL,
-            },
-            ["job_id", "status", "function", "queue", "status_url", "result_url"],
+            enqueued,
+            ENQUEUED_REQUIRED,
             example={
                 "job_id": "5b0e6c8e-3f5e-4a8c-9d61-2f0b2f0c9a11",
                 "status": "queued",
@@ -464,6 +481,25 @@ def body_schemas(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 "status_url": "http://localhost:5000/check_status?job_id=5b0e6c8e-3f5e-4a8c-9d61-2f0b2f0c9a11",
                 "result_url": "http://localhost:5000/get_result?job_id=5b0e6c8e-3f5e-4a8c-9d61-2f0b2f0c9a11",
             },
+        ),
+        "EnqueuedBatch": obj(
+            {
+                "jobs": array(
+                    obj(
+                        {
+                            **enqueued,
+                            "replayed": {
+                                "const": True,
+                                "description": "The item's job_id was posted before: its job as it is now.",
+                            },
+                        },
+                        ENQUEUED_REQUIRED,
+                    ),
+                    minItems=1,
+                    description="One answer per item of the batch, in its order.",
+                )
+            },
+            ["jobs"],
         ),
         "Progress": {
             "anyOf": [
@@ -770,21 +806,25 @@ def api_paths(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "/enqueue": {
             "post": operation(
                 "enqueue",
-                "Queue, schedule or chain a registered function",
+                "Queue, schedule or chain a registered function, or a batch of them",
                 "jobs",
                 {
                     "202": respond(
-                        "Accepted (or replayed: `Idempotent-Replayed: true`).",
-                        ref("Enqueued"),
+                        "Accepted (or replayed: `Idempotent-Replayed: true`): the job; for a batch, "
+                        "`jobs`, one per item in order (no Location).",
+                        {"oneOf": [ref("Enqueued"), ref("EnqueuedBatch")]},
                         Location="Location",
                         **{"Idempotent-Replayed": "IdempotentReplayed"},
                     ),
                     "400": error("`empty_body`, `invalid_json`, `invalid_idempotency_key`."),
                     "409": error(
                         "`idempotency_conflict`: the key or job_id was used for another request; "
-                        "`idempotency_in_progress` (with Retry-After)."
+                        "`idempotency_in_progress` (with Retry-After). In a batch, with the item's `index`."
                     ),
-                    "413": error("`request_entity_too_large`: the body is larger than MAX_CONTENT_LENGTH."),
+                    "413": error(
+                        "`request_entity_too_large`: the body is larger than MAX_CONTENT_LENGTH; "
+                        "`batch_too_large`: more jobs than MAX_BATCH_SIZE (`max_batch_size`)."
+                    ),
                     "415": error("`unsupported_media_type`: neither JSON nor multipart."),
                     "422": error(
                         "`unknown_function` (lists `available`), `invalid_function`, `invalid_arguments`, "
@@ -792,22 +832,27 @@ def api_paths(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
                         "`invalid_timeout`, `invalid_result_ttl`, `invalid_ttl`, `invalid_failure_ttl`, "
                         "`invalid_retry`, `invalid_delay`, `invalid_at`, `invalid_schedule`, "
                         "`invalid_depends_on`, `invalid_allow_failure`, `invalid_job_id`, "
-                        "`unknown_dependency`, `dependency_failed`."
+                        "`unknown_dependency`, `dependency_failed`. A batch: `empty_batch`, "
+                        "`duplicate_job_id`, `idempotency_key_not_supported`, and any of these for an "
+                        "item, with its `index` (0-based); then no job is created."
                     ),
                 },
                 description=(
                     "A JSON body names a registered `function` (one of "
                     + ", ".join(f"`{name}`" for name in functions)
-                    + ") with its `args`/`kwargs` and options. A JSON body without `function` goes "
-                    "whole to DEFAULT_FUNCTION (the seed format). A multipart body has a `function` "
-                    "field, one field per argument and the file in the field its parameter names."
+                    + ") with its `args`/`kwargs` and options. A JSON array of such bodies is a batch "
+                    "(up to MAX_BATCH_SIZE): all its jobs are created, or none if one is refused; its "
+                    "items may not depend on each other, nor carry an Idempotency-Key (give each a "
+                    "`job_id`). Any other JSON body goes whole to DEFAULT_FUNCTION (the seed format). "
+                    "A multipart body has a `function` field, one field per argument and the file in "
+                    "the field its parameter names."
                 ),
                 parameters=[
                     {
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "description": "1-255 printable ASCII characters: one job per key.",
+                        "description": "1-255 printable ASCII characters: one job per key. Not with a batch.",
                         "schema": {"type": "string", "minLength": 1, "maxLength": 255},
                     }
                 ],
@@ -1081,16 +1126,35 @@ def describe_api(app: Flask, server_url: str = "") -> dict[str, Any]:
         "components": {
             "schemas": {
                 "EnqueueRequest": {
-                    "description": "A registered function with its arguments and options, or (seed "
-                    "format) any JSON without `function`.",
+                    "description": "A registered function with its arguments and options; a batch of "
+                    "them; or (seed format) any other JSON.",
                     "oneOf": [
-                        *(ref(f"{name}.enqueue") for name in registry.names()),
+                        ref("EnqueueJob"),
+                        {
+                            "title": "batch",
+                            "type": "array",
+                            "items": ref("EnqueueJob"),
+                            "minItems": 1,
+                            "maxItems": config["MAX_BATCH_SIZE"],
+                            "description": "Every job is created, or none when one is refused. An "
+                            "array with any job in it is a batch: every item must be one.",
+                        },
                         {
                             "title": "seed format",
-                            "not": {"type": "object", "required": ["function"]},
+                            "not": {
+                                "anyOf": [
+                                    JOB_BODY,
+                                    {"type": "array", "contains": JOB_BODY},
+                                    {"type": "array", "maxItems": 0},
+                                ]
+                            },
                             "description": "Handed whole to DEFAULT_FUNCTION as its one argument.",
                         },
                     ],
+                },
+                "EnqueueJob": {
+                    "description": "One job: a registered function with its arguments and options.",
+                    "oneOf": [ref(f"{name}.enqueue") for name in registry.names()],
                 },
                 "EnqueueForm": form_schema(),
                 **function_schemas(),

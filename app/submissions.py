@@ -78,12 +78,18 @@ class Submission:
         }
 
 
-def read_submission(request: Request, config: dict[str, Any]) -> Submission:
-    """Read a JSON or multipart body into a Submission; raise APIError when it is not valid."""
+def read_enqueue(request: Request, config: dict[str, Any]) -> Submission | list[Submission]:
+    """Read a POST /enqueue body: one Submission, or a list of them for a batch.
+
+    Raise APIError when it is not valid; for a batch, the first invalid item's error, with its
+    `index`.
+    """
     if request.is_json:
         body = _json_body(request)
         if isinstance(body, dict) and "function" in body:
             return _from_fields(body, config)
+        if is_batch(body):
+            return _batch(body, config)
         # The seed format: any other JSON body goes whole to the default function.
         return _from_fields({"function": config["DEFAULT_FUNCTION"], "args": [body]}, config)
     if request.mimetype == "multipart/form-data":
@@ -93,6 +99,89 @@ def read_submission(request: Request, config: dict[str, Any]) -> Submission:
         "unsupported_media_type",
         "Send a JSON body (Content-Type: application/json) or multipart/form-data.",
     )
+
+
+def read_submission(request: Request, config: dict[str, Any]) -> Submission:
+    """Read a JSON or multipart body of one job into a Submission; raise APIError when it is not valid."""
+    submission = read_enqueue(request, config)
+    if isinstance(submission, list):
+        raise APIError(422, "unexpected_batch", "Send one job here, not a batch.")
+    return submission
+
+
+def is_batch(body: Any) -> bool:
+    """Tell whether a JSON body is a batch: an array with an object with a "function" in it, or [].
+
+    An array of jobs with one mistyped item is a batch with an invalid item (422), not a seed
+    job made of the whole array.
+    """
+    if not isinstance(body, list):
+        return False
+    return not body or any(isinstance(item, dict) and "function" in item for item in body)
+
+
+def _batch(items: list[Any], config: dict[str, Any]) -> list[Submission]:
+    if not items:
+        raise APIError(422, "empty_batch", "The batch is empty: send at least one job.")
+    limit = config["MAX_BATCH_SIZE"]
+    if len(items) > limit:
+        raise APIError(
+            413,
+            "batch_too_large",
+            f"A batch holds at most {limit} jobs (MAX_BATCH_SIZE); this one has {len(items)}.",
+            max_batch_size=limit,
+        )
+    submissions = []
+    for index, item in enumerate(items):
+        try:
+            if not isinstance(item, dict) or "function" not in item:
+                raise APIError(
+                    422, "invalid_batch_item", 'Each item of a batch is a job: an object with "function".'
+                )
+            submissions.append(_from_fields(item, config))
+        except APIError as error:
+            raise in_batch(error, index) from None
+    _check_batch_ids(submissions)
+    return submissions
+
+
+def _check_batch_ids(submissions: list[Submission]) -> None:
+    """Refuse a job_id given twice, and a depends_on on a job of the same batch (made in one go)."""
+    first_of_id: dict[str, int] = {}
+    for index, submission in enumerate(submissions):
+        if submission.job_id is None:
+            continue
+        first = first_of_id.setdefault(submission.job_id, index)
+        if first != index:
+            raise in_batch(
+                APIError(
+                    422,
+                    "duplicate_job_id",
+                    f"job_id {submission.job_id!r} is item {first}'s too; each job needs its own id.",
+                    job_id=submission.job_id,
+                ),
+                index,
+            )
+    for index, submission in enumerate(submissions):
+        siblings = [job_id for job_id in submission.depends_on if job_id in first_of_id]
+        if siblings:
+            raise in_batch(
+                APIError(
+                    422,
+                    "invalid_depends_on",
+                    f"depends_on names {', '.join(siblings)} of the same batch; post the jobs it "
+                    "waits for first, then the jobs that wait.",
+                    job_ids=siblings,
+                ),
+                index,
+            )
+
+
+def in_batch(error: APIError, index: int) -> APIError:
+    """Return the error of a batch's item, naming the item (0-based) in its message and `index`."""
+    error.description = f"Batch item {index}: {error.description}"
+    error.details["index"] = index
+    return error
 
 
 def _json_body(request: Request) -> Any:

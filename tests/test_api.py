@@ -283,7 +283,8 @@ def test_get_result_of_finished_job_returns_the_result(client: FlaskClient, work
 def test_get_result_returns_falsy_results_as_results(
     client: FlaskClient, work: Callable[[], None], value: Any
 ) -> None:
-    job_id = enqueue(client, value)
+    # Named, not in the seed format: a bare [] is an empty batch.
+    job_id = enqueue(client, {"function": "some_long_function", "args": [value]})
     work()
 
     response = client.get(f"/get_result?job_id={job_id}")

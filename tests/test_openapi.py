@@ -135,8 +135,8 @@ def test_every_operation_is_tagged_and_answers_errors_with_the_error_body(spec: 
 
 def test_the_enqueue_body_lists_every_registered_function(spec: dict[str, Any]) -> None:
     schemas = spec["components"]["schemas"]
-    choices = [choice.get("$ref") for choice in schemas["EnqueueRequest"]["oneOf"]]
-    assert choices[:-1] == [f"#/components/schemas/{name}.enqueue" for name in registry.names()]
+    choices = [choice.get("$ref") for choice in schemas["EnqueueJob"]["oneOf"]]
+    assert choices == [f"#/components/schemas/{name}.enqueue" for name in registry.names()]
     assert schemas["EnqueueForm"]["properties"]["function"]["enum"] == registry.names()
     for function in registry:
         parameters = {parameter["name"] for parameter in function.describe()["parameters"]}
@@ -185,7 +185,14 @@ def test_parameter_types_become_json_schemas(spec: dict[str, Any]) -> None:
         ({"function": "send_email", "args": ["a@example.com", "Hi", "Hello"]}, True),
         ({"function": "count", "retry": {"max": 5, "backoff": "exponential", "base": 2}}, True),
         ({"hello": "world"}, True),
+        ([1, 2, 3], True),
+        ([{"hello": "world"}], True),
+        ([{"hello": "world"}, {"function": "count"}], False),
+        ([{"function": "count"}, {"function": "noop", "delay": 60}], True),
         ({"function": "nope"}, False),
+        ([], False),
+        ([{"function": "count"}, {"function": "nope"}], False),
+        ([{"function": "noop", "args": [1]}], False),
         ({"function": "count", "kwargs": {"duration": "long"}}, False),
         ({"function": "count", "kwargs": {"nope": 1}}, False),
         ({"function": "count", "bogus": 1}, False),
@@ -195,7 +202,7 @@ def test_parameter_types_become_json_schemas(spec: dict[str, Any]) -> None:
     ],
 )
 def test_the_request_schema_tells_good_bodies_from_bad(
-    client: FlaskClient, spec: dict[str, Any], body: dict[str, Any], valid: bool
+    client: FlaskClient, spec: dict[str, Any], body: Any, valid: bool
 ) -> None:
     schema = validator(spec, "components", "schemas", "EnqueueRequest")
     assert schema.is_valid(body) == valid
@@ -206,7 +213,7 @@ def test_the_request_schema_tells_good_bodies_from_bad(
 def test_every_example_body_is_accepted(client: FlaskClient, spec: dict[str, Any]) -> None:
     media = spec["paths"]["/enqueue"]["post"]["requestBody"]["content"]["application/json"]
     schema = validator(spec, "components", "schemas", "EnqueueRequest")
-    assert set(media["examples"]) == {*registry.names(), "seed format"}
+    assert set(media["examples"]) == {*registry.names(), "batch", "seed format"}
     for name, example in media["examples"].items():
         assert schema.is_valid(example["value"]), name
         check(spec, client.post("/enqueue", json=example["value"]), "/enqueue", "post")
@@ -289,6 +296,17 @@ def test_responses_of_waiting_failed_and_file_jobs_match_the_description(
     assert call("get", f"/get_result?job_id={failing['job_id']}").status_code == 409
     call("get", "/jobs?status=failed,finished,canceled")
     assert call("get", f"/get_result?job_id={picture['job_id']}").mimetype == "image/png"
+
+
+def test_a_batch_and_its_errors_match_the_description(call: Call) -> None:
+    batch = [{"function": "count"}, {"function": "noop", "delay": 60}, {"function": "noop", "job_id": "mine"}]
+    jobs = call("post", "/enqueue", json=batch).get_json()["jobs"]
+    assert [job["status"] for job in jobs] == ["queued", "scheduled", "queued"]
+    replay = call("post", "/enqueue", json=[{"function": "noop", "job_id": "mine"}]).get_json()["jobs"]
+    assert replay[0]["replayed"] is True
+    assert call("post", "/enqueue", json=[{"function": "noop"}, {"function": "nope"}]).status_code == 422
+    assert call("post", "/enqueue", json=[]).status_code == 422
+    assert call("post", "/enqueue", json=[{"function": "noop"}] * 1001).status_code == 413
 
 
 def test_an_idempotent_replay_matches_the_description(call: Call) -> None:
