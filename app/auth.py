@@ -120,7 +120,10 @@ def check_request() -> None:
     keys, limit = current_app.extensions[EXTENSION]
     if request.method not in SAFE_METHODS:
         refuse_cross_origin()
-    scope = required_scope(request.endpoint, request.method, html=prefers_html())
+    # Only GET / tells a browser from a script (by Accept): no need to parse it for other routes.
+    scope = required_scope(
+        request.endpoint, request.method, html=request.endpoint == "api.index" and prefers_html()
+    )
     key = None
     if keys and scope is not None:
         key = authenticate(keys)

@@ -27,7 +27,6 @@ from rq.exceptions import InvalidJobOperation
 from rq.job import Job, JobStatus
 
 from app.config import PROJECT_ROOT
-from app.idempotency import REPLAYED_HEADER
 from app.monitor import REGISTRIES, describe_queues
 from app.queue import SERIALIZER, get_queue, get_redis
 
@@ -256,10 +255,6 @@ def _record_request(response: Response) -> Response:
     HTTP_REQUESTS.labels(**labels).inc()
     if started is not None:
         HTTP_LATENCY.labels(**labels).observe(time.perf_counter() - started)
-    if request.endpoint == "api.enqueue" and response.status_code == 202 and response.is_json:
-        body = response.get_json(silent=True) or {}
-        if REPLAYED_HEADER not in response.headers and body.get("function"):
-            JOBS_ENQUEUED.labels(function=body["function"], queue=body.get("queue", "")).inc()
     return response
 
 
