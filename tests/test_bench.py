@@ -32,5 +32,6 @@ def test_quick_benchmark_prints_every_table_and_writes_a_png_chart(tmp_path: Pat
         assert f"\n{title}" in run.stdout, run.stdout
     targets = run.stdout.split("\nTargets\n", 1)[1]
     assert "fast mode jobs/s vs rq.Worker" in targets
+    assert "POST /enqueue vs bare Flask + RQ" in targets
     assert chart.read_bytes().startswith(PNG_SIGNATURE)
     assert chart.stat().st_size > 10_000

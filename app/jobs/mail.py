@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import smtplib
 import ssl
-from email.message import EmailMessage
-from email.utils import make_msgid, parseaddr
 from typing import Any
 
 from flask import current_app
@@ -17,6 +14,11 @@ from app.jobs.registry import registry
 @registry.register()
 def send_email(to: str | list[str], subject: str, body: str, html: str | None = None) -> dict[str, Any]:
     """Send an email (plain text, optionally with an HTML part) to one or more addresses."""
+    # Imported here: every worker would carry them, and few send mail.
+    import smtplib
+    from email.message import EmailMessage
+    from email.utils import make_msgid, parseaddr
+
     recipients = [to] if isinstance(to, str) else list(to)
     if not recipients:
         raise ValueError("there must be at least one recipient")

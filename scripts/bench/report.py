@@ -16,6 +16,7 @@ from bench.workers import FAST, FORK, RQ_SIMPLE, RQ_WORKER, Mode, WorkerRun
 
 # The targets: batch jobs/s over one-job-a-request jobs/s; the fast worker's jobs/s over RQ's
 # workers'; its median latency; an idle job worker's RSS.
+ENQUEUE_VS_BARE = 1.0
 BATCH_SPEEDUP = 5.0
 FAST_VS_RQ_WORKER = 6.0
 FAST_VS_RQ_SIMPLE_WORKER = 1.3
@@ -285,7 +286,9 @@ def targets(results: Results) -> list[Target]:
     fast_latency = next((run for run in results.latency if run.mode == FAST), None)
     batch_note = results.batch.note if results.batch is not None and not results.batch.jobs else ""
     fast_note = fast_run.note if fast_run is not None and fast_run.rate is None else ""
+    bare = results.bare.job_rate if results.bare is not None else None
     found = [
+        Target("POST /enqueue vs bare Flask + RQ", _over(single, bare), ENQUEUE_VS_BARE),
         Target("batch jobs/s vs one job a request", _over(batch, single), BATCH_SPEEDUP, detail=batch_note),
         Target(
             "fast mode jobs/s vs rq.Worker",
