@@ -2,7 +2,7 @@
 
 What `rq worker --config app.rqconfig --worker-class ... --connection-class
 app.queue.WorkerRedis --serializer json --with-scheduler` does, without the rq command line:
-its imports (click, croniter, dateutil) cost each worker about 3 MiB. worker.sh runs this.
+its imports (croniter, dateutil) cost each worker about 1 MiB. worker.sh runs this.
 
 The mode is --mode, else WORKER_MODE (.env or the environment), else fork.
 """
