@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         worker = worker_class(queues, connection=connection, name=args.name)
         worker.work(
             burst=args.burst,
-            logging_level=config["LOG_LEVEL"],
+            # RQ's DEBUG lines (every heartbeat and maintenance pass) would drown the jobs' lines
+            # in development, whose LOG_LEVEL is DEBUG: RQ logs at INFO there, as `rq worker` does.
+            logging_level="INFO" if config["LOG_LEVEL"] == "DEBUG" else config["LOG_LEVEL"],
             max_jobs=args.max_jobs,
             with_scheduler=not args.without_scheduler,
         )
