@@ -289,3 +289,35 @@ def test_the_worker_shows_in_rq_as_a_worker_with_its_counts(
     total = float(redis.hget(worker.key, "total_working_time") or 0)
     assert total > 0
     assert redis.hmget(worker.key, "successful_job_count", "failed_job_count") == [b"3", b"1"]
+
+
+def test_rq_dashboard_shows_the_worker_busy_and_its_jobs_finished_or_failed(
+    app: Flask, queue: Queue, work: Callable[[], None]
+) -> None:
+    client = app.test_client()
+    slow = queue.enqueue(horse_jobs.sleep_for, 1)
+    failed = queue.enqueue(horse_jobs.fail)
+    seen: dict[str, Any] = {}
+
+    def look_while_busy() -> None:
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline and "worker" not in seen:
+            for worker in client.get("/rq/0/data/workers.json").get_json()["workers"]:
+                if worker["state"] == "busy":
+                    seen["worker"] = worker
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=look_while_busy)
+    watcher.start()
+    work()
+    watcher.join()
+
+    assert seen["worker"]["current_job"]["job_id"] == slow.id
+    finished = client.get("/rq/0/data/jobs/default/finished/8/asc/1.json").get_json()["jobs"]
+    assert slow.id in {job["id"] for job in finished}
+    assert client.get(f"/rq/0/data/job/{slow.id}.json").get_json()["status"] == "finished"
+    failures = client.get("/rq/0/data/jobs/default/failed/8/asc/1.json").get_json()["jobs"]
+    assert failed.id in {job["id"] for job in failures}
+    assert (
+        "this job fails on purpose" in client.get(f"/rq/0/data/job/{failed.id}.json").get_json()["exc_info"]
+    )
