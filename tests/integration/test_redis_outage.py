@@ -50,10 +50,10 @@ def outage_server(own_redis: RedisServer, logs_dir: Path) -> Iterator[str]:
         yield base_url
 
 
-@pytest.fixture
-def outage_workers(own_redis: RedisServer, logs_dir: Path) -> Iterator[Child]:
-    """Run `./worker.sh 2` on the module's own Redis for one test."""
-    with running_workers(own_redis.url, logs_dir, count=2) as child:
+@pytest.fixture(params=["fork", "fast"])
+def outage_workers(own_redis: RedisServer, logs_dir: Path, request: pytest.FixtureRequest) -> Iterator[Child]:
+    """Run `./worker.sh 2` on the module's own Redis for one test, in each worker mode."""
+    with running_workers(own_redis.url, logs_dir, count=2, WORKER_MODE=request.param) as child:
         yield child
 
 
