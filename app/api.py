@@ -24,7 +24,7 @@ from app.idempotency import Claim, Replay
 from app.jobs.registry import FileData, is_file_json, registry
 from app.metrics import JOBS_ENQUEUED
 from app.queue import SERIALIZER, get_queue, get_redis
-from app.status import ENDED_UNSUCCESSFULLY, describe_job, fetch_job, job_error, scheduled_for
+from app.status import ENDED_UNSUCCESSFULLY, Links, describe_job, fetch_job, job_error, scheduled_for
 from app.submissions import Submission, in_batch, read_enqueue
 
 bp = Blueprint("api", __name__)
@@ -362,31 +362,6 @@ def enqueued(
     if status == JobStatus.DEFERRED:
         body["depends_on"] = sorted(parents)
     return {**body, **links.of(job_id)}
-
-
-def request_root() -> str:
-    """Return the URL the app is served at, for this request: scheme, host and script root."""
-    return f"{request.scheme}://{request.host}{request.script_root}"
-
-
-class Links:
-    """The URLs of jobs, as status.job_links gives them, built once a request, not per job.
-
-    From the request's scheme, host and script root and the routes' rules: url_for does the
-    same for routes without arguments, in several times the time (it is a third of an
-    enqueue's own work otherwise).
-    """
-
-    def __init__(self) -> None:
-        root = request_root()
-        rules = current_app.url_map
-        # Job ids are letters, digits, '-' and '_' (status.JOB_ID): nothing a query escapes.
-        self.status = root + next(rules.iter_rules("api.check_status")).rule + "?job_id="
-        self.result = root + next(rules.iter_rules("api.get_result")).rule + "?job_id="
-
-    def of(self, job_id: str) -> dict[str, str]:
-        """Return the status and result URLs of a job."""
-        return {"status_url": self.status + job_id, "result_url": self.result + job_id}
 
 
 @bp.get("/check_status")

@@ -9,16 +9,15 @@ from typing import Any
 
 import fakeredis
 import pytest
-from flask import Flask
+from flask import Flask, url_for
 from flask.testing import FlaskClient
 from rq import Queue
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 from werkzeug.test import TestResponse
 
-from app.api import Links
 from app.queue import SERIALIZER
-from app.status import job_links
+from app.status import Links
 from app.sweeper import INFLIGHT_KEY
 from tests.conftest import enqueue
 from tests.test_metrics import scrape, value
@@ -362,7 +361,10 @@ def test_a_batch_counts_as_one_request_against_the_rate_limit(client: FlaskClien
 
 
 @pytest.mark.parametrize("root", ["", "/jobs-api"])
-def test_batch_links_are_the_ones_check_status_answers_with(app: Flask, root: str) -> None:
+def test_job_links_are_what_url_for_builds(app: Flask, root: str) -> None:
     with app.test_request_context("/enqueue", method="POST", base_url=f"https://example.com{root}"):
         for job_id in ("5b0e6c8e-3f5e-4a8c-9d61-2f0b2f0c9a11", "my_own-id"):
-            assert Links().of(job_id) == job_links(job_id)
+            assert Links().of(job_id) == {
+                "status_url": url_for("api.check_status", job_id=job_id, _external=True),
+                "result_url": url_for("api.get_result", job_id=job_id, _external=True),
+            }
