@@ -21,6 +21,7 @@ import struct
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import suppress
 
 HEADER = struct.Struct(">I")
 
@@ -106,6 +107,10 @@ class WorkHorse:
             ours.close()
             self._serve(theirs)
         theirs.close()
+        # The child makes itself a group leader too; whichever runs first, kill() reaches the
+        # group from now on, even before the child has run a line.
+        with suppress(OSError):
+            os.setpgid(pid, pid)
         self.pid, self._connection, self.status = pid, ours, None
         return self
 
@@ -163,12 +168,8 @@ class WorkHorse:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send the horse (and anything it started in its group) a signal, if it is still there."""
         if self.pid and self.status is None:
-            try:
+            with suppress(ProcessLookupError):
                 os.killpg(self.pid, sig)
-            except ProcessLookupError:
-                pass
-            except PermissionError:  # not yet its own group leader
-                os.kill(self.pid, sig)
 
     def reap(self) -> int | None:
         """Wait for the horse to exit; return its wait status."""

@@ -63,3 +63,8 @@ def with_progress() -> str:
     report_progress(1, 2, "halfway")
     report_progress(2, 2, "done")
     return "done"
+
+
+def echo(value: object) -> object:
+    """Return what it was given."""
+    return value

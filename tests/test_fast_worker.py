@@ -321,3 +321,11 @@ def test_rq_dashboard_shows_the_worker_busy_and_its_jobs_finished_or_failed(
     assert (
         "this job fails on purpose" in client.get(f"/rq/0/data/job/{failed.id}.json").get_json()["exc_info"]
     )
+
+
+def test_a_large_job_reaches_the_horse_whole(queue: Queue, redis: Redis, work: Callable[[], None]) -> None:
+    # Random text compresses badly: the job's data is a megabyte of bytes of every value.
+    value = "".join(chr(code) for code in os.urandom(1 << 20) if code) + "é€😀"
+    job = queue.enqueue(horse_jobs.echo, value)
+    work()
+    assert fetch(redis, job.id).return_value() == value
