@@ -23,6 +23,7 @@ from app.errors import APIError
 from app.idempotency import Claim, Replay
 from app.jobs.registry import FileData, is_file_json, registry
 from app.metrics import JOBS_ENQUEUED
+from app.push import push_job
 from app.queue import SERIALIZER, get_queue, get_redis
 from app.status import ENDED_UNSUCCESSFULLY, Links, describe_job, fetch_job, job_error, scheduled_for
 from app.submissions import Submission, in_batch, read_enqueue
@@ -233,6 +234,10 @@ def waiting_parents(submission: Submission, statuses: dict[str, JobStatus | None
 
 def create_job(submission: Submission, parents: list[str], claim: Claim | None) -> Job:
     """Create the job, queued, scheduled or deferred, in one transaction with its claim."""
+    if not parents and submission.scheduled_for is None:
+        job = build_job(submission, parents, claim)
+        push_job(get_redis(), get_queue(submission.queue), job, claim, current_app.config["IDEMPOTENCY_TTL"])
+        return job
     with get_redis().pipeline() as pipe:
         while True:
             job = build_job(submission, parents, claim)

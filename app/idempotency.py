@@ -48,9 +48,13 @@ class Claim:
 
     def complete(self, pipeline: Pipeline, ttl: int) -> None:
         """Point the records at the job, in the transaction that creates it."""
-        record = _record(self.job_id, self.fingerprint, DONE)
+        record = self.done_record()
         for key in self.keys:
             pipeline.set(key, record, ex=ttl)
+
+    def done_record(self) -> str:
+        """Return what the records hold once the job exists."""
+        return _record(self.job_id, self.fingerprint, DONE)
 
     def release(self, connection: Redis) -> None:
         """Drop the records of a job that was not created, so that a retry may create it."""

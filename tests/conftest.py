@@ -10,6 +10,7 @@ import fakeredis
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from redis import Redis
 
 from app import create_app
 from app.redis_server import RedisServer, free_port
@@ -31,6 +32,15 @@ def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture
+def real_redis(redis_server_url: str) -> Iterator[Redis]:
+    """Return a client of the module's real redis-server, emptied for each test."""
+    connection = Redis.from_url(redis_server_url)
+    connection.flushdb()
+    yield connection
+    connection.close()
 
 
 @pytest.fixture

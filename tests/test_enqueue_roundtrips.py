@@ -2,7 +2,9 @@
 
 Every write the app makes to a Redis connection is recorded with the commands in it: redis-py
 sends a command, or a whole pipeline, in one write and then reads the replies, so each write
-is one round trip. (RQ's own Queue.enqueue takes two: SADD rq:queues, then the job.)
+is one round trip. (RQ's own Queue.enqueue takes two: SADD rq:queues, then the job.) A job
+that waits for nothing is one command, the app's Lua script (app.push); a scheduled job or a
+batch, one transaction.
 """
 
 from __future__ import annotations
@@ -72,40 +74,50 @@ def is_transaction(trip: Trip) -> bool:
     return trip[0] == "MULTI" and trip[-1] == "EXEC" and trip.count("EXEC") == 1
 
 
-def test_the_first_enqueue_only_adds_rq_s_version_check(client: FlaskClient, trips: list[Trip]) -> None:
+def test_the_first_enqueue_adds_rq_s_version_check_and_loads_the_script(
+    client: FlaskClient, trips: list[Trip]
+) -> None:
+    enqueue(client, {"function": "noop"})
     enqueue(client, {"function": "noop"})
 
     after_connecting = [trip for trip in trips if trip[0] not in ("HELLO", "CLIENT")]
-    assert [trip[0] for trip in after_connecting] == ["INFO", "MULTI"]
+    # Redis does not know the script yet: it says so, and redis-py loads it and asks again.
+    assert after_connecting == [["INFO"], ["EVALSHA"], ["SCRIPT"], ["EVALSHA"], ["EVALSHA"]]
 
 
-def test_a_plain_enqueue_is_one_round_trip(client: FlaskClient, warm: list[Trip]) -> None:
-    enqueue(client, {"function": "noop"})
+def test_a_plain_enqueue_is_one_round_trip(
+    client: FlaskClient, warm: list[Trip], redis: fakeredis.FakeRedis
+) -> None:
+    job_id = enqueue(client, {"function": "noop"})
 
-    (trip,) = warm
-    assert is_transaction(trip), trip
-    # The job, its queue, and the sweeper's watch, in the one transaction.
-    assert {"HSET", "RPUSH", "ZADD"} <= set(trip)
+    assert warm == [["EVALSHA"]]
+    # The job, its queue, and the sweeper's watch, in the one command.
+    assert redis.hget(f"rq:job:{job_id}", "status") == b"queued"
+    assert redis.lrange("rq:queue:default", 0, -1)[-1] == job_id.encode()
+    assert redis.zscore("rq-job-server:inflight", job_id)
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "script"),
     [
-        {"function": "count", "kwargs": {"duration": 0}, "queue": "high", "timeout": 60, "ttl": 600},
-        {"function": "noop", "retry": {"max": 3, "intervals": [1, 5]}},
-        {"function": "noop", "delay": 60},
-        {"function": "noop", "at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()},
-        {"hello": "world"},
+        ({"function": "count", "kwargs": {"duration": 0}, "queue": "high", "timeout": 60, "ttl": 600}, True),
+        ({"function": "noop", "retry": {"max": 3, "intervals": [1, 5]}}, True),
+        ({"hello": "world"}, True),
+        ({"function": "noop", "delay": 60}, False),
+        ({"function": "noop", "at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}, False),
     ],
-    ids=["options", "retry", "delay", "at", "seed format"],
+    ids=["options", "retry", "seed format", "delay", "at"],
 )
 def test_an_enqueue_with_options_or_a_schedule_is_one_round_trip(
-    client: FlaskClient, warm: list[Trip], body: dict[str, Any]
+    client: FlaskClient, warm: list[Trip], body: dict[str, Any], script: bool
 ) -> None:
     enqueue(client, body)
 
     (trip,) = warm
-    assert is_transaction(trip), trip
+    if script:
+        assert trip == ["EVALSHA"]
+    else:
+        assert is_transaction(trip), trip
 
 
 def test_a_scheduled_job_is_saved_in_the_same_transaction_as_its_schedule(
@@ -123,7 +135,7 @@ def test_a_job_id_adds_one_round_trip_to_claim_it(client: FlaskClient, warm: lis
 
     claim, create = warm
     assert is_transaction(claim) and "SET" in claim
-    assert is_transaction(create)
+    assert create == ["EVALSHA"]  # the job, and its claim pointed at it
 
 
 def test_a_batch_of_plain_and_scheduled_jobs_is_one_round_trip(client: FlaskClient, warm: list[Trip]) -> None:

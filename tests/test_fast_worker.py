@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,12 +31,9 @@ DEADLINE = 30.0
 
 
 @pytest.fixture
-def redis(redis_server_url: str) -> Iterator[Redis]:
-    """Return a client of the test Redis, emptied for each test."""
-    connection = Redis.from_url(redis_server_url)
-    connection.flushdb()
-    yield connection
-    connection.close()
+def redis(real_redis: Redis) -> Redis:
+    """Return the real Redis, for the app and the workers alike."""
+    return real_redis
 
 
 @pytest.fixture
