@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, values
@@ -29,6 +30,9 @@ from rq.job import Job, JobStatus
 from app.config import PROJECT_ROOT
 from app.monitor import REGISTRIES, describe_queues
 from app.queue import SERIALIZER, get_queue, get_redis
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +110,8 @@ OUTCOMES = {
 }
 
 _multiprocess_dir: str | None = None
+# When the request came in (perf_counter), in its WSGI environ.
+STARTED_ENVIRON = "app.metrics.started"
 
 
 def process_id(pid: int | None = None) -> str:
@@ -243,18 +249,42 @@ def scrape() -> Response:
     return response
 
 
-def _start_timer() -> None:
-    request.environ["app.metrics.started"] = time.perf_counter()
+class _Timer:
+    """WSGI middleware: note when a request came in, for HTTP_LATENCY."""
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        environ[STARTED_ENVIRON] = time.perf_counter()
+        return self.app(environ, start_response)
+
+
+# The series of each method, route and status seen: prometheus_client's labels() checks and
+# joins the labels anew at each call, for a good part of what recording a request costs.
+_request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+
+def _series(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+    key = (method, route, status)
+    series = _request_series.get(key)
+    if series is None:
+        labels = {"method": method, "route": route, "status": str(status)}
+        series = _request_series[key] = (HTTP_REQUESTS.labels(**labels), HTTP_LATENCY.labels(**labels))
+    return series
 
 
 def _record_request(response: Response) -> Response:
-    started = request.environ.get("app.metrics.started")
+    environ = request.environ
+    rule = request.url_rule
     # The route's pattern, not the path: /jobs/<job_id>, not one series per job.
-    route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-    labels = {"method": request.method, "route": route, "status": str(response.status_code)}
-    HTTP_REQUESTS.labels(**labels).inc()
+    count, latency = _series(
+        environ["REQUEST_METHOD"], rule.rule if rule else "<unmatched>", response.status_code
+    )
+    count.inc()
+    started = environ.get(STARTED_ENVIRON)
     if started is not None:
-        HTTP_LATENCY.labels(**labels).observe(time.perf_counter() - started)
+        latency.observe(time.perf_counter() - started)
     return response
 
 
@@ -262,6 +292,6 @@ def init_app(app: Flask) -> None:
     """Record request metrics, serve /metrics, and use the shared directory when it is set up."""
     if not app.testing and os.environ.get(MULTIPROC_ENV):
         use_multiprocess()
-    app.before_request(_start_timer)
+    app.wsgi_app = _Timer(app.wsgi_app)  # type: ignore[method-assign]
     app.after_request(_record_request)
     app.register_blueprint(bp)
