@@ -16,8 +16,10 @@ from bench.stack import Stack, Web
 NOOP = "app.jobs.noop.noop"
 SINGLE = Request("POST", "/enqueue", json.dumps({"function": "noop"}).encode(), expect=202, jobs=1)
 IN_PROCESS_PROCESSES = 2
-# Turns bare and ours take at the single-job enqueue.
-ROUNDS = 4
+# Turns bare and ours take at the single-job enqueue, each with new connections: how gunicorn's
+# workers happen to share the connections moves a round's rate by a third, so many short
+# rounds, added up, are fairer to both than a few long ones.
+ROUNDS = 20
 
 
 def batch_request(size: int) -> Request:
@@ -101,7 +103,8 @@ def run_single(
     """Scenario 1: the bare Flask app, the job server (one job a request) and Queue.enqueue in-process.
 
     Bare and ours take turns, `rounds` times each, and each total is the sum of its rounds: a
-    slow moment of a shared machine then falls on both, not on whichever ran second.
+    slow moment of a shared machine then falls on both, not on whichever ran second. Who goes
+    first alternates.
     """
     bare = stack.start_web("bench_bare:app", "bare")
     try:
@@ -110,9 +113,10 @@ def run_single(
                 run_load(web.host, web.port, SINGLE, warmup, connections)
         stack.flush()
         bare_rounds, ours_rounds = [], []
-        for share in split(requests, rounds):
-            bare_rounds.append(measure_http(stack, bare, SINGLE, share, connections, 0))
-            ours_rounds.append(measure_http(stack, ours, SINGLE, share, connections, 0))
+        for turn, share in enumerate(split(requests, rounds)):
+            pairs = [(bare, bare_rounds), (ours, ours_rounds)]
+            for web, results in pairs if turn % 2 == 0 else reversed(pairs):
+                results.append(measure_http(stack, web, SINGLE, share, connections, 0))
     finally:
         stack.stop([bare.child])
     in_process = enqueue_in_process(stack.redis_url, requests)
