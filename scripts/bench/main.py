@@ -74,6 +74,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)"
     )
+    parser.add_argument(
+        "--python",
+        type=Path,
+        default=Path(sys.executable),
+        help="the Python of a virtualenv to run gunicorn and the workers with (default: this one; "
+        "make bench gives one with Pipfile's packages only, as production installs them)",
+    )
     for option in dataclasses.fields(Sizes):
         defaults = f"default {option.default}; --quick {getattr(QUICK, option.name)}"
         parser.add_argument(
@@ -82,7 +89,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             metavar="N",
             help=f"{option.metadata['help']} ({defaults})",
         )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.python.is_file():
+        parser.error(f"--python: no such file: {args.python}")
+    return args
 
 
 def say(message: str) -> None:
@@ -109,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     results = Results()
     measured = False
     try:
-        with Stack(workdir, web_concurrency) as stack:
-            facts = report.machine_facts(stack.server.binary, web_concurrency)
+        with Stack(workdir, web_concurrency, args.python) as stack:
+            facts = report.machine_facts(stack.server.binary, web_concurrency, args.python)
             show(report.machine_table(facts))
             print(
                 "Absolute numbers depend on this machine (and on everything sharing its CPUs with the "

@@ -7,6 +7,7 @@ import platform
 import subprocess
 from dataclasses import dataclass, field
 from importlib.metadata import version
+from pathlib import Path
 
 from bench.enqueue import Rate
 from bench.latency import LatencyRun
@@ -83,7 +84,7 @@ def table(title: str, headers: list[str], rows: list[list[str]]) -> str:
 # Sections -----------------------------------------------------------------------------------
 
 
-def machine_facts(redis_binary: str, web_concurrency: int) -> list[list[str]]:
+def machine_facts(redis_binary: str, web_concurrency: int, python: Path) -> list[list[str]]:
     """Describe the machine and the software measured, as (what, value) rows."""
     model = ""
     try:
@@ -102,7 +103,25 @@ def machine_facts(redis_binary: str, web_concurrency: int) -> list[list[str]]:
         ["redis-server", f"{redis_version} ({redis_binary})"],
         ["rq, redis-py, flask", f"{version('rq')}, {version('redis')}, {version('flask')}"],
         ["gunicorn", f"{version('gunicorn')}: {web_concurrency} gthread workers x {threads} threads"],
+        ["servers and workers run by", server_python(python)],
     ]
+
+
+def server_python(python: Path) -> str:
+    """Describe the Python the servers and workers run with: its version, and whether dev packages are there.
+
+    Development packages change what is measured: RQ imports greenlet (Playwright's) when it can.
+    """
+    probe = (
+        "import sys, importlib.util as u; print(sys.version.split()[0], u.find_spec('pytest') is not None)"
+    )
+    answer = subprocess.run(
+        [str(python), "-c", probe], capture_output=True, text=True, timeout=30
+    ).stdout.split()
+    if len(answer) != 2:
+        return f"{python} (does not run)"
+    packages = "development packages too" if answer[1] == "True" else "Pipfile's packages only"
+    return f"Python {answer[0]}, {packages} ({python})"
 
 
 def machine_summary(facts: list[list[str]]) -> str:

@@ -22,7 +22,6 @@ from rq import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
-BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 
 from app.redis_server import RedisServer, free_port  # noqa: E402
@@ -142,8 +141,10 @@ class WorkerStartError(RuntimeError):
 class Stack:
     """A private redis-server, with the gunicorns and RQ workers started on it; all stopped on exit."""
 
-    def __init__(self, workdir: Path, web_concurrency: int) -> None:
+    def __init__(self, workdir: Path, web_concurrency: int, python: Path = Path(sys.executable)) -> None:
         self.workdir = workdir
+        # The servers' and workers' virtualenv: its python, gunicorn and rq.
+        self.bin = python.parent
         self.logs = workdir / "logs"
         self.web_concurrency = web_concurrency
         self.server = RedisServer(free_port(), workdir / "redis")
@@ -186,7 +187,7 @@ class Stack:
         """Return the environment of the processes: production settings, quiet logs, this Redis."""
         env = dict(os.environ)
         env.update(
-            PATH=os.pathsep.join([str(BIN), env.get("PATH", "")]),
+            PATH=os.pathsep.join([str(self.bin), env.get("PATH", "")]),
             PYTHONPATH=os.pathsep.join([str(ROOT), str(SCRIPTS)]),
             PYTHONUNBUFFERED="1",
             APP_ENV="production",
@@ -214,7 +215,7 @@ class Stack:
     def start_web(self, app: str, name: str) -> Web:
         """Start gunicorn with the project's config on `app` ("module:variable"); wait until it answers."""
         port = free_port()
-        command = [str(BIN / "gunicorn"), "--config", str(self.workdir / "gunicorn.conf.py"), app]
+        command = [str(self.bin / "gunicorn"), "--config", str(self.workdir / "gunicorn.conf.py"), app]
         web = Web(self.start(name, command, self.env(PORT=str(port), HOST="127.0.0.1")), port)
         wait_until(
             lambda: web.child.check_alive() and answers(web.host, port),
@@ -225,7 +226,7 @@ class Stack:
 
     def start_workers(self, name: str, mode: WorkerMode, count: int) -> list[Child]:
         """Start `count` workers of a mode; wait until all are idle."""
-        command = mode.command(str(BIN / "python"), self.redis_url)
+        command = mode.command(str(self.bin / "python"), self.redis_url)
         children = []
         for number in range(1, count + 1):
             worker_name = f"bench-{name}-{number}"
