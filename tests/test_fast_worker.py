@@ -272,10 +272,11 @@ def test_the_worker_shows_in_rq_as_a_worker_with_its_counts(
     def look_while_busy() -> None:
         deadline = time.monotonic() + DEADLINE
         while time.monotonic() < deadline and "state" not in seen:
-            state = redis.hget(worker.key, "state")
+            # One read: the job may end between two, and its worker go idle without a job.
+            state, current_job = redis.hmget(worker.key, "state", "current_job")
             if state == b"busy":
                 seen["state"] = state
-                seen["current_job"] = redis.hget(worker.key, "current_job")
+                seen["current_job"] = current_job
             time.sleep(0.001)
 
     watcher = threading.Thread(target=look_while_busy)
