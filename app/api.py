@@ -233,7 +233,10 @@ def waiting_parents(submission: Submission, statuses: dict[str, JobStatus | None
 
 
 def create_job(submission: Submission, parents: list[str], claim: Claim | None) -> Job:
-    """Create the job, queued, scheduled or deferred, in one transaction with its claim."""
+    """Create the job, queued, scheduled or deferred, in one transaction with its claim.
+
+    A job that waits for nothing is one command (app.push); the others, RQ's transaction.
+    """
     if not parents and submission.scheduled_for is None:
         job = build_job(submission, parents, claim)
         push_job(get_redis(), get_queue(submission.queue), job, claim, current_app.config["IDEMPOTENCY_TTL"])

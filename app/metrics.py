@@ -275,14 +275,12 @@ def _series(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
 
 
 def _record_request(response: Response) -> Response:
-    environ = request.environ
     rule = request.url_rule
     # The route's pattern, not the path: /jobs/<job_id>, not one series per job.
-    count, latency = _series(
-        environ["REQUEST_METHOD"], rule.rule if rule else "<unmatched>", response.status_code
-    )
+    route = rule.rule if rule is not None else "<unmatched>"
+    count, latency = _series(request.method, route, response.status_code)
     count.inc()
-    started = environ.get(STARTED_ENVIRON)
+    started = request.environ.get(STARTED_ENVIRON)
     if started is not None:
         latency.observe(time.perf_counter() - started)
     return response
