@@ -1,7 +1,7 @@
 """Queue a new job in one Redis command: the records RQ writes, written by a Lua script.
 
-RQ queues a job in a transaction of five commands (MULTI, the queue's registration, the job's
-status, the job's hash, the push, EXEC), each answered apart, and redis-py packs each of the
+RQ queues a job with four commands in a transaction (the queue's registration, the job's
+status, the job's hash, the push), each answered apart, and redis-py packs each of the
 hash's forty-odd arguments in Python: a quarter of what an enqueue cost the web server. The
 script writes the same records, with the sweeper's and the idempotency claim's beside them,
 atomically, and is answered once. The job's hash is built by RQ as before (`Job.to_dict`),
