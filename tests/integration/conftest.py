@@ -275,18 +275,21 @@ def running_workers(redis_url: str, logs: Path, count: int = 2, **env: str) -> I
 
 
 TEST_STARTED = pytest.StashKey[float]()
+# A failed test's report also shows the logs of the processes stopped up to this many seconds
+# before it began: what an earlier test's worker did as it stopped can be the cause.
+RECENTLY_STOPPED = 60.0
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    """Attach the logs of the processes that ran during a failed test to its report."""
+    """Attach the logs of the processes that ran during a failed test, or just before, to its report."""
     report = yield
     if call.when == "setup":
         item.stash[TEST_STARTED] = call.start
     if report.failed:
         since = item.stash.get(TEST_STARTED, call.start)
         for service in SERVICES:
-            if service.stopped is None or service.stopped >= since:
+            if service.stopped is None or service.stopped >= since - RECENTLY_STOPPED:
                 report.sections.append((f"log of {service.name}: {service.log}", tail(service.log)))
     return report
 
