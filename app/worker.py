@@ -11,6 +11,7 @@ from typing import Any
 
 import rq
 from flask import Flask
+from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.queue import Queue
 
@@ -53,6 +54,7 @@ class AppWorkerMixin:
     """
 
     app: Flask
+    _stop_requested: bool
     # Whether the job object in the worker knows how each job ended (else metrics read it back).
     knows_job_outcome = False
 
@@ -79,6 +81,23 @@ class AppWorkerMixin:
         # RQ waits worker_ttl - 15 = 405 s, so an idle worker would clean registries that rarely.
         rq_timeout: int = super().dequeue_timeout  # type: ignore[misc]
         return max(1, min(rq_timeout, self.maintenance_interval))
+
+    def _shutdown(self) -> None:
+        """Stop after the running job, or at once when idle; note the request in either case.
+
+        When idle, RQ only raises StopRequested from the signal handler. A signal that lands
+        while Python runs a finalizer (a connection pool's __del__) has that exception
+        ignored: the worker forgot it was told to stop, started its scheduler again and ran
+        until it was killed. With the request noted, its next maintenance stops it.
+        """
+        self._stop_requested = True
+        super()._shutdown()  # type: ignore[misc]
+
+    def run_maintenance_tasks(self) -> None:
+        """Stop if told to while idle (see _shutdown); else RQ's maintenance, every few seconds."""
+        if self._stop_requested:
+            raise StopRequested()
+        super().run_maintenance_tasks()  # type: ignore[misc]
 
     def clean_registries(self) -> None:
         """Run RQ's maintenance, requeue jobs a dying worker took but never started, trim the heap."""
