@@ -23,8 +23,10 @@ def create_app(
     """
     from app import api, auth, errors, log, queue, web
     from app.config import build_config
+    from app.response import Response
 
     app = Flask(__name__, instance_relative_config=True)
+    app.response_class = Response
     app.config.update(build_config(config))
     app.json.sort_keys = False  # type: ignore[attr-defined]
     log.init_app(app)

@@ -22,7 +22,7 @@ from app.auth import OWNER_KEY, current_owner
 from app.errors import APIError
 from app.idempotency import Claim, Replay
 from app.jobs.registry import FileData, is_file_json, registry
-from app.metrics import JOBS_ENQUEUED
+from app.metrics import count_enqueued
 from app.push import push_job
 from app.queue import SERIALIZER, get_queue, get_redis
 from app.status import ENDED_UNSUCCESSFULLY, Links, describe_job, fetch_job, job_error, scheduled_for
@@ -95,7 +95,7 @@ def enqueue() -> tuple[Response, int] | tuple[Response, int, dict[str, str]]:
             with suppress(RedisError):  # else the claim expires by itself
                 claim.release(get_redis())
         raise
-    JOBS_ENQUEUED.labels(function=submission.function.name, queue=submission.queue).inc()
+    count_enqueued(submission.function.name, submission.queue)
     links = Links()
     body = enqueued(
         job.id, job.get_status(refresh=False), submission, submission.scheduled_for, parents, links
@@ -155,7 +155,7 @@ def batch_answers(
         answers.append(enqueued(job.id, status, submission, submission.scheduled_for, waits_for, links))
         created[submission.function.name, submission.queue] += 1
     for (function, queue), count in created.items():
-        JOBS_ENQUEUED.labels(function=function, queue=queue).inc(count)
+        count_enqueued(function, queue, count)
     return answers
 
 

@@ -8,6 +8,7 @@ oldest job ages and workers are read from Redis at each scrape.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -116,7 +117,13 @@ STARTED_ENVIRON = "app.metrics.started"
 
 def process_id(pid: int | None = None) -> str:
     """Return the name of a process's metric files: this machine and the pid."""
-    return f"{HOST}-{pid or os.getpid()}"
+    return _process_id(pid or os.getpid())
+
+
+@functools.cache
+def _process_id(pid: int) -> str:
+    # prometheus_client asks at every count, to notice a fork.
+    return f"{HOST}-{pid}"
 
 
 def use_multiprocess(directory: str | os.PathLike[str] | None = None) -> str:
@@ -272,6 +279,18 @@ def _series(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
         labels = {"method": method, "route": route, "status": str(status)}
         series = _request_series[key] = (HTTP_REQUESTS.labels(**labels), HTTP_LATENCY.labels(**labels))
     return series
+
+
+# The series of each function and queue, kept like the requests' above.
+_enqueued_series: dict[tuple[str, str], Counter] = {}
+
+
+def count_enqueued(function: str, queue: str, jobs: int = 1) -> None:
+    """Count jobs accepted for a function on a queue."""
+    series = _enqueued_series.get((function, queue))
+    if series is None:
+        series = _enqueued_series[function, queue] = JOBS_ENQUEUED.labels(function=function, queue=queue)
+    series.inc(jobs)
 
 
 def _record_request(response: Response) -> Response:
