@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,6 +50,33 @@ class Rate:
     def call_rate(self) -> float:
         """Return the successful calls per second."""
         return (self.calls - self.errors) / self.seconds if self.seconds else 0.0
+
+
+@dataclass(frozen=True)
+class Round:
+    """One turn of the single-job comparison: the bare app and ours, each on the same number of requests."""
+
+    bare: LoadResult
+    ours: LoadResult
+
+
+def combined_ratio(rounds: list[Round]) -> float:
+    """Return ours' requests/s over the bare app's, the rounds added up as the run adds them."""
+    ours = combined([turn.ours for turn in rounds]).rate
+    bare = combined([turn.bare for turn in rounds]).rate
+    return ours / bare if bare else 0.0
+
+
+def ratio_interval(rounds: list[Round], level: float = 0.9, resamples: int = 2000) -> tuple[float, float]:
+    """Return a bootstrap interval of combined_ratio: the rounds drawn again with replacement.
+
+    A round's rate moves by a fifth or more with how the machine shares its CPUs at that moment;
+    the interval says how far the ratio of one run can be from what more rounds would give.
+    """
+    draw = random.Random(0)  # the same rounds give the same interval
+    ratios = sorted(combined_ratio(draw.choices(rounds, k=len(rounds))) for _ in range(resamples))
+    tail = (1 - level) / 2
+    return ratios[int(tail * resamples)], ratios[min(resamples - 1, int((1 - tail) * resamples))]
 
 
 def unavailable(label: str, note: str) -> Rate:
@@ -99,7 +127,7 @@ def enqueue_in_process(redis_url: str, total: int, processes: int = IN_PROCESS_P
 
 def run_single(
     stack: Stack, ours: Web, requests: int, connections: int, warmup: int, rounds: int = ROUNDS
-) -> tuple[Rate, Rate, Rate]:
+) -> tuple[Rate, Rate, Rate, list[Round]]:
     """Scenario 1: the bare Flask app, the job server (one job a request) and Queue.enqueue in-process.
 
     Bare and ours take turns, `rounds` times each, and each total is the sum of its rounds: a
@@ -125,6 +153,7 @@ def run_single(
         rate_of("bare Flask app: Queue.enqueue (same gunicorn config)", combined(bare_rounds)),
         rate_of("job server: POST /enqueue, 1 job", combined(ours_rounds)),
         in_process,
+        [Round(bare, ours) for bare, ours in zip(bare_rounds, ours_rounds, strict=True)],
     )
 
 

@@ -152,7 +152,7 @@ def run_scenarios(stack: Stack, web: Web, sizes: Sizes, only: set[str], results:
     """Run the chosen scenarios in order, printing each one's table as it is done."""
     if "enqueue" in only:
         say(f"enqueue: bare app, job server, in-process; {sizes.requests} each")
-        results.bare, results.single, results.in_process = enqueue.run_single(
+        results.bare, results.single, results.in_process, results.enqueue_rounds = enqueue.run_single(
             stack, web, sizes.requests, sizes.connections, sizes.warmup
         )
         results.web_requests += sizes.requests + sizes.warmup

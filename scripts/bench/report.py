@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
-from bench.enqueue import Rate
+from bench.enqueue import Rate, Round, ratio_interval
 from bench.latency import LatencyRun
 from bench.load import LoadResult
 from bench.memory import Footprint
@@ -33,6 +33,7 @@ class Results:
     single: Rate | None = None  # the job server's POST /enqueue, one job a request
     batch: Rate | None = None  # the job server's POST /enqueue, a JSON array of jobs
     in_process: Rate | None = None  # Queue.enqueue called in-process
+    enqueue_rounds: list[Round] = field(default_factory=list)  # bare and ours, turn by turn
     workers: list[WorkerRun] = field(default_factory=list)
     latency: list[LatencyRun] = field(default_factory=list)
     check_status: LoadResult | None = None
@@ -306,8 +307,12 @@ def targets(results: Results) -> list[Target]:
     batch_note = results.batch.note if results.batch is not None and not results.batch.jobs else ""
     fast_note = fast_run.note if fast_run is not None and fast_run.rate is None else ""
     bare = results.bare.job_rate if results.bare is not None else None
+    enqueue_note = ""
+    if len(results.enqueue_rounds) > 1:
+        low, high = ratio_interval(results.enqueue_rounds)
+        enqueue_note = f"90% interval {low:.2f}x-{high:.2f}x over {len(results.enqueue_rounds)} rounds"
     found = [
-        Target("POST /enqueue vs bare Flask + RQ", _over(single, bare), ENQUEUE_VS_BARE),
+        Target("POST /enqueue vs bare Flask + RQ", _over(single, bare), ENQUEUE_VS_BARE, detail=enqueue_note),
         Target("batch jobs/s vs one job a request", _over(batch, single), BATCH_SPEEDUP, detail=batch_note),
         Target(
             "fast mode jobs/s vs rq.Worker",
