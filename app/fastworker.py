@@ -372,6 +372,9 @@ class FastWorkerBase(rq.Worker):
         )
         self.log.warning("Worker %s: job %s: %s", self.name, job.id, exc_string)
         self._refresh_meta(job)
+        # As RQ's forking worker does for a job it kills past its timeout.
+        pid, status = (self.horse.pid, self.horse.status) if self.horse else (None, None)
+        self.handle_work_horse_killed(job, pid, status, None)  # type: ignore[no-untyped-call]
         self.handle_job_failure(job, queue=queue, exc_string=exc_string)
         self.set_state(WorkerStatus.IDLE)
 

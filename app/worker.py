@@ -17,6 +17,7 @@ from rq.queue import Queue
 
 from app import create_app, metrics, sweeper
 from app.fastworker import FastWorkerBase
+from app.horse import HorseDied
 from app.queue import SERIALIZER
 
 
@@ -118,6 +119,23 @@ class AppWorkerMixin:
             super().execute_job(job, queue)  # type: ignore[misc]
         finally:
             metrics.record_job(job, time.monotonic() - started, refresh=not self.knows_job_outcome)
+
+    def handle_work_horse_killed(
+        self, job: Job, retpid: int | None, ret_val: int | None, rusage: Any
+    ) -> None:
+        """Run the job's failure callback, which RQ skips when the work horse dies under a job.
+
+        Killed by the OOM killer, a segfault or a timeout it ignored, the job would otherwise
+        leave what depends on it deferred for ever, and a try to be retried no error to show
+        (app.callbacks). RQ fails or retries the job right after, as for any failure.
+        """
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)  # type: ignore[misc]
+        death = HorseDied(ret_val)
+        try:
+            with self.job_context(job):
+                job.execute_failure_callback(self.death_penalty_class, HorseDied, death, None)  # type: ignore[attr-defined]
+        except Exception:  # RQ has logged it; the job still fails or is retried
+            pass
 
     def perform_job(self, job: Job, queue: Queue) -> bool:
         """Perform the job inside the app (and the enqueuing request's URL context)."""
