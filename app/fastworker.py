@@ -23,6 +23,7 @@ callbacks): they are rare, and they stay exactly RQ's.
 
 from __future__ import annotations
 
+import json
 import struct
 import sys
 import time
@@ -37,7 +38,7 @@ from redis.client import Pipeline
 from rq.defaults import UNSERIALIZABLE_RETURN_VALUE_PAYLOAD
 from rq.exceptions import DequeueTimeout, NoSuchJobError
 from rq.executions import Execution
-from rq.job import Job, JobStatus, _job_stack
+from rq.job import Job, JobStatus, Retry, _job_stack
 from rq.logutils import blue, green
 from rq.queue import Queue
 from rq.results import Result
@@ -53,6 +54,7 @@ LENGTH = struct.Struct(">I")
 # The horse's answers: the first two bytes say how the job ended.
 FINISHED = b"ok"
 RAISED = b"er"
+RETRY = b"rt"  # the job returned an rq.Retry: try it again, as RQ's workers do
 
 
 class FastWorkerBase(rq.Worker):
@@ -215,6 +217,8 @@ class FastWorkerBase(rq.Worker):
                 self._spawn_horse()
             elif answer[:2] == FINISHED:
                 self._finished(job, queue, answer[2:])
+            elif answer[:2] == RETRY:
+                self._retry(job, queue, answer[2:])
             else:
                 self._raised(job, queue, answer[2:].decode("utf-8", "replace"))
         finally:
@@ -283,6 +287,8 @@ class FastWorkerBase(rq.Worker):
                 finally:
                     _job_stack.pop()  # type: ignore[no-untyped-call]
                 job.ended_at = now()
+                if isinstance(value, Retry):  # no success callback, as in RQ's perform_job
+                    return RETRY + encode_retry(value)
                 job.execute_success_callback(self.death_penalty_class, value)
             try:
                 payload = self.serializer.dumps(value) if value is not None else b""
@@ -354,6 +360,15 @@ class FastWorkerBase(rq.Worker):
             (job.ended_at - started).total_seconds() * 1000,
         )
 
+    def _retry(self, job: Job, queue: Queue, payload: bytes) -> None:
+        """Try again a job that returned an rq.Retry, through RQ's own handling of one."""
+        job.ended_at = now()
+        retry = decode_retry(payload)
+        self._refresh_meta(job)
+        assert self.execution is not None  # set by _start
+        self.handle_job_retry(job, queue, retry, queue.started_job_registry, self.execution)
+        self.set_state(WorkerStatus.IDLE)
+
     def _raised(self, job: Job, queue: Queue, exc_string: str) -> None:
         """Fail (or retry) a job that raised, through RQ's own failure handling."""
         job.ended_at = now()
@@ -403,6 +418,18 @@ class FastWorkerBase(rq.Worker):
             self.handle_work_horse_killed(job, self.horse.pid if self.horse else None, death.status, None)  # type: ignore[no-untyped-call]
             self.handle_job_failure(job, queue=queue, exc_string=exc_string)
         self.set_state(WorkerStatus.IDLE)
+
+
+def encode_retry(retry: Retry) -> bytes:
+    """Return an rq.Retry a job returned, for the horse to send to the worker."""
+    asked = {"max": retry.max, "intervals": retry.intervals, "front": retry.enqueue_at_front}
+    return json.dumps(asked).encode()
+
+
+def decode_retry(payload: bytes) -> Retry:
+    """Return the rq.Retry encode_retry sent."""
+    asked = json.loads(payload)
+    return Retry(max=asked["max"], interval=asked["intervals"], enqueue_at_front=asked["front"])
 
 
 def encode_job(job_id: str, fields: dict[bytes, bytes]) -> bytes:

@@ -10,7 +10,7 @@ import os
 import signal
 import time
 
-from rq import get_current_job
+from rq import Retry, get_current_job
 
 from app.jobs.progress import report_progress
 
@@ -68,3 +68,17 @@ def with_progress() -> str:
 def echo(value: object) -> object:
     """Return what it was given."""
     return value
+
+
+def retry_once_then_succeed() -> Retry | str:
+    """Ask for a retry by returning an rq.Retry the first time; then return how many it had."""
+    job = get_current_job()
+    assert job is not None
+    if not job.number_of_retries:
+        return Retry(max=2)
+    return f"done after {job.number_of_retries} retry"
+
+
+def always_ask_for_a_retry() -> Retry:
+    """Return an rq.Retry every time: RQ fails the job once its retries are spent."""
+    return Retry(max=1)

@@ -19,6 +19,7 @@ from rq import Callback, Queue, Retry
 from rq.command import send_stop_job_command
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.results import Result
 
 from app import callbacks, create_app, sweeper
 from app.queue import SERIALIZER
@@ -199,6 +200,31 @@ def test_a_try_to_be_retried_later_keeps_the_error_its_callback_noted(
     assert job.get_status() == JobStatus.SCHEDULED
     assert job.retries_left == 1
     assert job.meta[LAST_ERROR_KEY] == "ValueError: this job fails on purpose"
+
+
+def test_a_job_that_returns_a_retry_runs_again_as_rq_workers_run_it(
+    queue: Queue, redis: Redis, work: Callable[[], None]
+) -> None:
+    job = queue.enqueue(horse_jobs.retry_once_then_succeed)
+    work()
+    job = fetch(redis, job.id)
+    assert job.get_status() == JobStatus.FINISHED
+    assert job.return_value() == "done after 1 retry"
+
+
+def test_a_job_that_keeps_returning_a_retry_fails_when_its_retries_are_spent(
+    queue: Queue, redis: Redis, worker: FastWorker, work: Callable[[], None]
+) -> None:
+    job = queue.enqueue(horse_jobs.always_ask_for_a_retry)
+    work()
+    job = fetch(redis, job.id)
+    assert job.get_status() == JobStatus.FAILED
+    assert job.number_of_retries == 1
+    assert job.id in FailedJobRegistry(queue=queue)
+    assert [result.type for result in job.results()] == [
+        Result.Type.MAX_RETRIES_EXCEEDED,
+        Result.Type.RETRIED,
+    ]
 
 
 def test_dependents_run_after_their_parent(queue: Queue, redis: Redis, work: Callable[[], None]) -> None:
