@@ -99,12 +99,27 @@ def test_web_checks_its_health_on_health(services: dict[str, Any]) -> None:
     assert "http://127.0.0.1:5000/health" in " ".join(check["test"])
 
 
-def test_the_dashboard_checks_its_health_and_reads_the_apps_redis_settings(services: dict[str, Any]) -> None:
+def test_the_dashboard_is_the_apps_own_rq_on_a_port_of_its_own(services: dict[str, Any]) -> None:
+    # Not the stock rq-dashboard command: it renders job arguments unescaped and has no login.
     dashboard = services["dashboard"]
 
-    assert "9181" in " ".join(dashboard["healthcheck"]["test"])
-    assert dashboard["command"][:3] == ["rq-dashboard", "--config", "app.rqconfig"]
-    assert "--json" in dashboard["command"]
+    assert dashboard["command"] == ["gunicorn", "--config", "gunicorn.conf.py", "app.wsgi:app"]
+    assert dashboard["environment"]["PORT"] == "9181"
+    assert dashboard["environment"]["DASHBOARD_ENABLED"] == "true"
+    assert dashboard["ports"] == ["9181:9181"]
+    assert "http://127.0.0.1:9181/health" in " ".join(dashboard["healthcheck"]["test"])
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_each_app_service_gets_the_keys_and_logins_from_the_environment(
+    services: dict[str, Any], service: str
+) -> None:
+    environment = services[service]["environment"]
+
+    assert environment["API_KEYS"] == "${API_KEYS:-[]}"
+    assert environment["DASHBOARD_USERNAME"] == "${DASHBOARD_USERNAME:-admin}"
+    assert environment["DASHBOARD_PASSWORD"] == "${DASHBOARD_PASSWORD:-}"
+    assert environment["RATE_LIMIT"] == "${RATE_LIMIT:-}"
 
 
 def test_worker_scales_and_shares_the_metrics_directory_with_web(services: dict[str, Any]) -> None:
