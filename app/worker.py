@@ -6,11 +6,12 @@ import ctypes
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from typing import Any
 
 import rq
 from flask import Flask
+from redis.exceptions import RedisError
 from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.queue import Queue
@@ -130,6 +131,9 @@ class AppWorkerMixin:
         (app.callbacks). RQ fails or retries the job right after, as for any failure.
         """
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)  # type: ignore[misc]
+        # What the horse noted (progress): the callback and RQ's retry save the meta whole.
+        with suppress(RedisError):
+            job.get_meta(refresh=True)
         death = HorseDied(ret_val)
         try:
             with self.job_context(job):

@@ -30,6 +30,12 @@ def crash() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def report_then_crash() -> None:
+    """Report progress, then die as crash() does."""
+    report_progress(1, 2, "half way")
+    crash()
+
+
 def exit_process() -> None:
     """Leave the process at once, skipping every handler."""
     os._exit(3)

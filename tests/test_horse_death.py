@@ -16,6 +16,7 @@ from rq import Callback, Queue, Retry
 from rq.job import Job, JobStatus
 
 from app import callbacks
+from app.jobs.progress import PROGRESS_KEY
 from app.queue import SERIALIZER, get_queue
 from app.status import CANCELED_BECAUSE_KEY, LAST_ERROR_KEY
 from app.worker import FastWorker, Worker
@@ -68,13 +69,14 @@ def test_a_job_whose_horse_is_killed_cancels_what_waits_on_it(
 def test_a_try_whose_horse_is_killed_keeps_its_error_for_the_retry(
     queue: Queue, real_redis: Redis, work: Callable[[], None]
 ) -> None:
-    job = queue.enqueue(horse_jobs.crash, retry=Retry(max=2, interval=600), on_failure=ON_FAILURE)
+    job = queue.enqueue(horse_jobs.report_then_crash, retry=Retry(max=2, interval=600), on_failure=ON_FAILURE)
 
     work()
 
     job = fetch(real_redis, job.id)
     assert job.get_status() == JobStatus.SCHEDULED
     assert job.meta[LAST_ERROR_KEY] == "HorseDied: signal 9 (SIGKILL)"
+    assert job.meta[PROGRESS_KEY]["message"] == "half way"  # what the horse wrote is kept
 
 
 def test_a_fast_mode_job_killed_past_its_timeout_cancels_what_waits_on_it(
