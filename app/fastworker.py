@@ -364,7 +364,7 @@ class FastWorkerBase(rq.Worker):
         """Try again a job that returned an rq.Retry, through RQ's own handling of one."""
         job.ended_at = now()
         retry = decode_retry(payload)
-        self._refresh_meta(job)
+        refresh_meta(job)
         assert self.execution is not None  # set by _start
         self.handle_job_retry(job, queue, retry, queue.started_job_registry, self.execution)
         self.set_state(WorkerStatus.IDLE)
@@ -373,7 +373,7 @@ class FastWorkerBase(rq.Worker):
         """Fail (or retry) a job that raised, through RQ's own failure handling."""
         job.ended_at = now()
         job._status = JobStatus.FAILED
-        self._refresh_meta(job)
+        refresh_meta(job)
         self.handle_job_failure(job, queue=queue, exc_string=exc_string)
         self.set_state(WorkerStatus.IDLE)
 
@@ -386,25 +386,17 @@ class FastWorkerBase(rq.Worker):
             f"stop; its work horse was killed {self.HARD_KILL_GRACE:g} s later"
         )
         self.log.warning("Worker %s: job %s: %s", self.name, job.id, exc_string)
-        self._refresh_meta(job)
+        refresh_meta(job)
         # As RQ's forking worker does for a job it kills past its timeout.
         pid, status = (self.horse.pid, self.horse.status) if self.horse else (None, None)
         self.handle_work_horse_killed(job, pid, status, None)  # type: ignore[no-untyped-call]
         self.handle_job_failure(job, queue=queue, exc_string=exc_string)
         self.set_state(WorkerStatus.IDLE)
 
-    @staticmethod
-    def _refresh_meta(job: Job) -> None:
-        """Read back the meta the horse wrote (progress, callbacks): RQ's retry saves the job whole."""
-        try:
-            job.get_meta(refresh=True)
-        except redis.exceptions.RedisError as error:
-            job.log.warning("Job %s: could not read back its meta: %s", job.id, error)
-
     def _horse_died(self, job: Job, queue: Queue, death: HorseDied) -> None:
         """Fail a job whose horse died under it, or mark it stopped if a stop-job command killed it."""
         job.ended_at = now()
-        self._refresh_meta(job)
+        refresh_meta(job)
         if self._stopped_job_id == job.id:
             self.log.warning("Worker %s: job %s stopped by user", self.name, job.id)
             if job.stopped_callback:
@@ -418,6 +410,14 @@ class FastWorkerBase(rq.Worker):
             self.handle_work_horse_killed(job, self.horse.pid if self.horse else None, death.status, None)  # type: ignore[no-untyped-call]
             self.handle_job_failure(job, queue=queue, exc_string=exc_string)
         self.set_state(WorkerStatus.IDLE)
+
+
+def refresh_meta(job: Job) -> None:
+    """Read back the meta a work horse wrote (progress, callbacks): RQ's retry saves the job whole."""
+    try:
+        job.get_meta(refresh=True)
+    except redis.exceptions.RedisError as error:
+        job.log.warning("Job %s: could not read back its meta: %s", job.id, error)
 
 
 def encode_retry(retry: Retry) -> bytes:

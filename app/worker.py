@@ -6,18 +6,17 @@ import ctypes
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import rq
 from flask import Flask
-from redis.exceptions import RedisError
 from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.queue import Queue
 
 from app import create_app, metrics, sweeper
-from app.fastworker import FastWorkerBase
+from app.fastworker import FastWorkerBase, refresh_meta
 from app.horse import HorseDied
 from app.queue import SERIALIZER
 
@@ -132,8 +131,7 @@ class AppWorkerMixin:
         """
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)  # type: ignore[misc]
         # What the horse noted (progress): the callback and RQ's retry save the meta whole.
-        with suppress(RedisError):
-            job.get_meta(refresh=True)
+        refresh_meta(job)
         death = HorseDied(ret_val)
         try:
             with self.job_context(job):
